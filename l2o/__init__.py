@@ -1,0 +1,15 @@
+"""l2o: a reference reproduction of "Learning to Optimize Neural Nets" (Li & Malik, 2017).
+
+One flat module per concept of the paper:
+
+- :mod:`l2o.data`      datasets, random projection and standardisation
+- :mod:`l2o.problems`  the objective functions (two-layer nets), batched over trajectories
+- :mod:`l2o.baselines` the seven hand-engineered optimizers and the training runner
+- :mod:`l2o.features`  the state features Phi and observation features Psi (paper section 3.6)
+- :mod:`l2o.policy`    the coordinatewise LSTM policy pi
+- :mod:`l2o.lqg`       LQG under a KL constraint (the psi update)
+- :mod:`l2o.dynamics`  fitted linear-Gaussian dynamics and priors
+- :mod:`l2o.gps`       convolutional GPS with Bregman ADMM
+"""
+
+__version__ = "0.1.0"
