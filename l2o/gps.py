@@ -1,0 +1,586 @@
+"""Convolutional guided policy search with Bregman ADMM (paper sections 3.4 and 3.5).
+
+One GPS iteration, for each coordinate group ``g`` (W1, b1, W2, b2) independently:
+
+1. **sample**: roll out the time-varying linear-Gaussian policy ψ on the training
+   objective N times; record per-coordinate states ``s_t^j`` (features Φ), actions,
+   observations Ψ, and the true objective and its gradient (:func:`sample_psi`);
+2. **fit**: the linear-Gaussian dynamics ``p~(s'|s,a)``, the quadratic cost ``c~(s)``
+   and the linearisation ``π~(a|s)`` of the LSTM policy, all pooled over the
+   coordinates of the group (block-diagonal, tied parameters);
+3. **step adjust**: rescale the KL step from predicted vs. actual improvement;
+4. **BADMM inner loop**: alternate the θ-step (weighted regression of π onto ψ's shifted
+   means), the dual step on λ (and ν on the last inner iteration), and the η-step (LQG
+   with the BADMM-augmented cost under the KL trust region, dual gradient descent on η).
+
+Rollouts, fits and policy training are batched over trajectories and coordinates; the
+only Python loops are over time steps, groups and iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from l2o import badmm, dynamics, lqg
+from l2o.features import FeatureConfig, StateTracker
+from l2o.policy import LSTMPolicy, PolicyConfig
+from l2o.problems import MLPProblem
+
+log = logging.getLogger(__name__)
+
+
+class GPSNumericalError(RuntimeError):
+    """A GPS phase produced non-finite numbers that a retry could not repair."""
+
+
+@dataclass(frozen=True)
+class GPSConfig:
+    """Hyperparameters of convolutional GPS-BADMM (defaults: method-notes §1.5)."""
+
+    horizon: int = 400                # T, paper: 400
+    num_samples: int = 20             # trajectories of ψ per iteration, N
+    num_iterations: int = 15          # GPS iterations
+    inner_iterations: int = 4         # BADMM inner iterations
+    coords_per_group: int = 128       # coordinates of a group stored per trajectory for fitting
+    cost_subset: int = 10_000         # training examples used for the true cost during GPS (0 = all)
+    kl_step: float = 0.2              # ε = kl_step · step_mult · T
+    min_step_mult: float = 0.01
+    max_step_mult: float = 10.0
+    init_eta: float = 1.0
+    init_nu: float = 0.01             # initial ν_t (GPS "init_pol_wt")
+    dual_rate: float = 0.1            # α in the λ update
+    nu_lower: float = 1.0             # ν ← ν/2 when KL_t < mean − nu_lower·std
+    nu_upper: float = 0.5             # ν ← 2ν when KL_t ≥ mean + nu_upper·std
+    dynamics_regularization: float = 1e-3
+    prior_clusters: int = 8           # GMM prior on dynamics (≤ 10 as in the 2016 paper)
+    prior_points: int = 20_000
+    cost_ridge: float = 1e-6
+    policy_steps: int = 200           # Adam steps on π per inner iteration (per group)
+    policy_batch: int = 64            # coordinate sequences per Adam step
+    policy_lr: float = 1e-3
+    policy_clip: float = 1.0
+    pretrain_steps: int = 500         # imitation of ψ0 before BADMM (method-notes D7)
+    init_var_floor: float = 0.3       # G0 ≥ (init_var_floor · RMS teacher action)^2
+    min_action_var: float = 1e-12
+    eval_samples: int = 4             # π-only rollouts per iteration (diagnostics)
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("horizon", "num_samples", "num_iterations", "inner_iterations",
+                     "coords_per_group", "policy_steps", "policy_batch", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Invalid {name}: {getattr(self, name)} (must be ≥ 1)")
+        for name in ("kl_step", "init_eta", "init_nu", "dual_rate", "policy_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Invalid {name}: {getattr(self, name)} (must be > 0)")
+        if not 0 < self.min_step_mult <= self.max_step_mult:
+            raise ValueError("Need 0 < min_step_mult ≤ max_step_mult")
+        if self.cost_subset < 0:
+            raise ValueError(f"Invalid cost_subset: {self.cost_subset}")
+
+
+# ----------------------------------------------------------------------------- samples
+@dataclass
+class GroupSamples:
+    """Stored samples of one coordinate group, pooled over trajectories and coordinates.
+
+    ``M = N · J`` sequences (N trajectories, J stored coordinates).
+    """
+
+    X: np.ndarray       # (M, T, dX) states s_t^j
+    U: np.ndarray       # (M, T, 1) actions a_t^j
+    O: torch.Tensor     # (T, M, 3) observations Ψ_t^j
+    grad: np.ndarray    # (M, T) true-objective gradient ∂f/∂x_j at x_t
+
+
+@dataclass
+class Samples:
+    groups: list[GroupSamples]
+    true_loss: np.ndarray       # (N, T+1) f(x_t) on the cost subset
+    minibatch_loss: np.ndarray  # (N, T)
+    diverged: int = 0
+
+
+def _coord_choice(problem: MLPProblem, J: int, gen: np.random.Generator) -> list[np.ndarray]:
+    """Indices (into the flat vector) of the coordinates stored for each group."""
+    out = []
+    for g in problem.groups:
+        idx = np.arange(g.start, g.stop)
+        if g.size > J:
+            idx = np.sort(gen.choice(idx, size=J, replace=False))
+        out.append(idx)
+    return out
+
+
+class CostProblem:
+    """The true objective restricted to a fixed subset of the training set (cost during GPS)."""
+
+    def __init__(self, problem: MLPProblem, subset: int, seed: int):
+        self.problem = problem
+        M = problem.x.shape[0]
+        if subset and subset < M:
+            g = torch.Generator().manual_seed(seed)
+            self.rows = torch.randperm(M, generator=g)[:subset]
+            self.sub = MLPProblem(problem.x[self.rows], problem.y[self.rows], problem.n_hidden,
+                                  problem.n_classes, problem.batch_size, problem.init_std,
+                                  name=problem.name, chunk=problem.chunk)
+        else:
+            self.rows, self.sub = None, problem
+
+    def __call__(self, theta, with_grad=False):
+        return self.sub.true_loss(theta, with_grad=with_grad)
+
+
+def _psi_tables(problem: MLPProblem, psis: list[lqg.LinearGaussianPolicy], dtype):
+    """Stack per-group ψ parameters into per-coordinate lookup tables.
+
+    Returns ``K (T, G, dX)``, ``k (T, G)``, ``std (T, G)`` as torch tensors.
+    """
+    K = torch.as_tensor(np.stack([p.K[:, 0, :] for p in psis], 1), dtype=dtype)
+    k = torch.as_tensor(np.stack([p.k[:, 0] for p in psis], 1), dtype=dtype)
+    std = torch.as_tensor(np.sqrt(np.stack([p.cov[:, 0, 0] for p in psis], 1)), dtype=dtype)
+    return K, k, std
+
+
+def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
+            act: Callable, feature_config: FeatureConfig, gen: torch.Generator,
+            stored: list[np.ndarray] | None = None, need_states: bool = True):
+    """Roll out a per-coordinate policy for ``horizon`` steps on ``n`` trajectories.
+
+    Args:
+        act: ``act(t, s (N, D, dX) or None, o (N, D, 3), g (N, D), state) -> (a (N, D), state)``
+            where ``g`` is the minibatch gradient at ``x_t``.
+        stored: per group, the coordinates whose states, actions, observations and
+            true-objective gradients are recorded.
+        need_states: compute Φ (ψ needs it; π only needs Ψ).
+
+    Returns:
+        :class:`Samples` (``groups`` empty when ``stored`` is None).
+    """
+    D = problem.dim
+    x = problem.init(gen, n)
+    tracker = StateTracker(n, D, feature_config, dtype=problem.dtype)
+    T = horizon
+    rec = stored is not None
+    if rec:
+        cols = np.concatenate(stored)
+        Ms = [len(s) for s in stored]
+        Xs = np.zeros((n, T, len(cols), tracker.state_dim), dtype=np.float32)
+        Us = np.zeros((n, T, len(cols)), dtype=np.float32)
+        Os = torch.zeros((T, n, len(cols), 3), dtype=torch.float32)
+        Gs = np.zeros((n, T, len(cols)), dtype=np.float32)
+        cols_t = torch.as_tensor(cols)
+    true_loss = np.full((n, T + 1), np.nan)
+    mb_loss = np.full((n, T), np.nan)
+    pstate = None
+    alive = torch.ones(n, dtype=torch.bool)
+    for t in range(T):
+        idx = problem.sample_indices(gen, n)
+        f_hat, g_hat = problem.minibatch_loss_and_grad(x, idx)
+        if rec:
+            f_true, g_true = cost(x, with_grad=True)
+            Gs[:, t] = g_true[:, cols_t].numpy()
+        else:
+            f_true = cost(x)
+        true_loss[:, t] = f_true.numpy()
+        mb_loss[:, t] = f_hat.numpy()
+        tracker.update(x, f_hat, g_hat)
+        s = tracker.state() if need_states else None
+        o = tracker.observation()
+        a, pstate = act(t, s, o, g_hat, pstate)
+        bad = ~torch.isfinite(a).all(-1) | ~torch.isfinite(f_hat)
+        if bad.any():
+            alive &= ~bad
+            a = torch.where(bad[:, None], torch.zeros_like(a), a)
+        if rec:
+            Xs[:, t] = s[:, cols_t].numpy()
+            Us[:, t] = a[:, cols_t].numpy()
+            Os[t] = o[:, cols_t].float()
+        x = x + a
+    true_loss[:, T] = cost(x).numpy()
+    diverged = int((~alive).sum())
+    groups = []
+    if rec:
+        start = 0
+        for m in Ms:
+            sl = slice(start, start + m)
+            # (n, T, m, dX) -> (n*m, T, dX): one sequence per (trajectory, coordinate)
+            X = np.ascontiguousarray(Xs[:, :, sl].transpose(0, 2, 1, 3).reshape(n * m, T, -1))
+            U = np.ascontiguousarray(Us[:, :, sl].transpose(0, 2, 1).reshape(n * m, T, 1))
+            O = Os[:, :, sl].reshape(T, n * m, 3)
+            G = np.ascontiguousarray(Gs[:, :, sl].transpose(0, 2, 1).reshape(n * m, T))
+            groups.append(GroupSamples(X.astype(np.float64), U.astype(np.float64), O,
+                                       G.astype(np.float64)))
+            start += m
+    return Samples(groups, true_loss, mb_loss, diverged)
+
+
+def psi_actor(problem: MLPProblem, psis, gen: torch.Generator, noise: bool = True):
+    """``act`` for :func:`rollout` drawing ``a ~ N(K_t s + k_t, G_t)`` per coordinate."""
+    K, k, std = _psi_tables(problem, psis, problem.dtype)
+    gi = problem.group_index
+
+    def act(t, s, o, g, state):
+        mean = (s * K[t][gi]).sum(-1) + k[t][gi]
+        if not noise:
+            return mean, state
+        eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
+        return mean + std[t][gi] * eps, state
+
+    return act
+
+
+def pi_actor(problem: MLPProblem, policy: LSTMPolicy):
+    """``act`` for :func:`rollout` taking π's mean action (noise off, as at test time)."""
+    gi = problem.group_index
+
+    def act(t, s, o, g, state):
+        if state is None:
+            state = policy.initial_hidden(o.shape[0], o.shape[1])
+        with torch.no_grad():
+            a, state = policy.step(o.float(), gi, state)
+        return a.to(o.dtype), state
+
+    return act
+
+
+def teacher_actor(lr: float, momentum: float):
+    """``act`` for :func:`rollout` following momentum SGD, the teacher ψ0 (method-notes D7)."""
+
+    def act(t, s, o, g, state):
+        v = -g if state is None else momentum * state - g
+        return lr * v, v
+
+    return act
+
+
+# ---------------------------------------------------------------------- per-group state
+@dataclass
+class GroupVars:
+    """BADMM variables of one coordinate group (all tied within the group)."""
+
+    psi: lqg.LinearGaussianPolicy
+    eta: float
+    nu: np.ndarray          # (T,)
+    lam: np.ndarray         # (T, 1)
+    step_mult: float = 1.0
+    pi_cov: float = 0.0     # Σ^π (scalar action)
+    prev: dict = field(default_factory=dict)  # previous dynamics/cost/ψ for step adjust
+
+
+def _fit_group(gs: GroupSamples, cfg: GPSConfig, rng: np.random.Generator):
+    prior = dynamics.GMMPrior(n_clusters=cfg.prior_clusters, max_points=cfg.prior_points)
+    prior.update(gs.X, gs.U, rng)
+    dyn = dynamics.fit_dynamics(gs.X, gs.U, prior=prior,
+                                regularization=cfg.dynamics_regularization,
+                                known_rows="increment", relative_regularization=True)
+    cost = dynamics.fit_cost_gradient_matching(gs.X, gs.grad, ridge=cfg.cost_ridge)
+    return dyn, cost
+
+
+def _pi_means(policy: LSTMPolicy, gs: GroupSamples, group_id: int, batch: int = 4096):
+    """π's mean actions along ψ's samples: ``(M, T, 1)`` float64."""
+    T, M, _ = gs.O.shape
+    out = torch.empty(T, M)
+    with torch.no_grad():
+        for s in range(0, M, batch):
+            out[:, s : s + batch] = policy.forward_sequence(gs.O[:, s : s + batch], group_id)
+    return out.T.double().numpy()[..., None]
+
+
+def _fit_pi(policy, gs, group_id, pi_cov, cfg, rng):
+    mu = _pi_means(policy, gs, group_id)
+    return dynamics.fit_linear_gaussian_policy(gs.X, mu, regularization=cfg.dynamics_regularization,
+                                               pi_cov=pi_cov, relative_regularization=True), mu
+
+
+def train_policy(policy: LSTMPolicy, group_id: int, O: torch.Tensor, target: np.ndarray,
+                 weight: np.ndarray, steps: int, batch: int, lr: float, clip: float,
+                 gen: torch.Generator) -> list[float]:
+    """θ-step for one group: weighted regression of π's means onto the targets by BPTT.
+
+    Minimises ``Σ_t w_t (μ^π(o^j_{≤t}) − target_t^j)^2 / 2`` over minibatches of coordinate
+    sequences (the last term of the θ-subproblem; its other terms do not depend on ω).
+
+    Args:
+        O: observations ``(T, M, 3)``.
+        target: ``(M, T)``; weight: ``(T,)`` (normalised ν_t/G_t).
+    """
+    params = policy.group_parameters(group_id)
+    opt = torch.optim.Adam(params, lr=lr)
+    tgt = torch.as_tensor(target.T, dtype=torch.float32)  # (T, M)
+    w = torch.as_tensor(weight, dtype=torch.float32)[:, None]
+    M = O.shape[1]
+    losses = []
+    for _ in range(steps):
+        sel = torch.randint(0, M, (min(batch, M),), generator=gen)
+        pred = policy.forward_sequence(O[:, sel], group_id)
+        loss = 0.5 * (w * (pred - tgt[:, sel]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+# ---------------------------------------------------------------------------- the loop
+class ConvolutionalGPS:
+    """Meta-trains π on one objective with convolutional GPS-BADMM.
+
+    Args:
+        problem: the training objective (e.g. MNIST 48-48-10, batch 64).
+        config: :class:`GPSConfig`.
+        feature_config: :class:`~l2o.features.FeatureConfig` (Φ and Ψ).
+        policy_config: :class:`~l2o.policy.PolicyConfig` (π).
+        teacher_hparams: ``{"lr": ..., "momentum": ...}`` of the momentum teacher.
+        checkpoint_dir: where every iteration is checkpointed (resumable).
+    """
+
+    def __init__(self, problem: MLPProblem, config: GPSConfig = GPSConfig(),
+                 feature_config: FeatureConfig = FeatureConfig(),
+                 policy_config: PolicyConfig = PolicyConfig(),
+                 teacher_hparams: dict | None = None, checkpoint_dir: str | Path | None = None):
+        self.problem, self.cfg = problem, config
+        self.fcfg, self.pcfg = feature_config, policy_config
+        self.teacher_hparams = dict(teacher_hparams or {"lr": 0.1, "momentum": 0.9})
+        self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.cost = CostProblem(problem, config.cost_subset, config.seed)
+        self.policy = LSTMPolicy(policy_config, generator=torch.Generator().manual_seed(config.seed))
+        self.torch_gen = torch.Generator().manual_seed(config.seed)
+        self.np_rng = np.random.default_rng(config.seed)
+        self.groups: list[GroupVars] = []
+        self.iteration = 0
+        self.history: list[dict] = []
+
+    # --------------------------------------------------------------- initialisation
+    def initialize(self) -> dict:
+        """ψ0 from the teacher's rollouts and π pre-trained to imitate it (method-notes D7)."""
+        cfg, T = self.cfg, self.cfg.horizon
+        t0 = time.perf_counter()
+        stored = _coord_choice(self.problem, cfg.coords_per_group, self.np_rng)
+        teacher = teacher_actor(self.teacher_hparams["lr"], self.teacher_hparams.get("momentum", 0.0))
+        samples = rollout(self.problem, self.cost, T, cfg.num_samples, teacher, self.fcfg,
+                          self.torch_gen, stored)
+        self.policy.fit_normalization_groups([gs.O.reshape(-1, 3) for gs in samples.groups])
+        self.groups = []
+        for gid, gs in enumerate(samples.groups):
+            psi = dynamics.fit_linear_gaussian_policy(gs.X, gs.U,
+                                                      regularization=cfg.dynamics_regularization,
+                                                      pi_cov=0.0, relative_regularization=True)
+            rms = float(np.sqrt(np.mean(gs.U ** 2)))
+            floor = max((cfg.init_var_floor * rms) ** 2, cfg.min_action_var)
+            cov = np.maximum(psi.cov, floor)
+            psi = lqg.LinearGaussianPolicy(psi.K, psi.k, cov)
+            self.policy.set_output_scale(gid, max(rms, 1e-8))
+            self.groups.append(GroupVars(psi=psi, eta=cfg.init_eta,
+                                         nu=np.full(T, cfg.init_nu), lam=np.zeros((T, 1)),
+                                         pi_cov=float(np.mean(cov))))
+        # pre-train π on ψ0's means along the teacher's states
+        pre = {}
+        for gid, gs in enumerate(samples.groups):
+            target = self.groups[gid].psi.mean(gs.X)  # ψ0's mean actions (M, T, 1)
+            losses = train_policy(self.policy, gid, gs.O, target[..., 0], np.ones(T),
+                                  cfg.pretrain_steps, cfg.policy_batch, cfg.policy_lr,
+                                  cfg.policy_clip, self.torch_gen)
+            pre[self.problem.groups[gid].name] = losses[-1] if losses else float("nan")
+        info = {"teacher_cost": float(np.nanmean(samples.true_loss[:, 1:].sum(1))),
+                "pretrain_loss": pre, "wall_init": time.perf_counter() - t0}
+        self._save()
+        return info
+
+    # ------------------------------------------------------------------- iteration
+    def iterate(self) -> dict:
+        """One GPS iteration; returns its diagnostics (also appended to ``history``)."""
+        cfg, T, P = self.cfg, self.cfg.horizon, self.problem
+        times = {}
+        t0 = time.perf_counter()
+        stored = _coord_choice(P, cfg.coords_per_group, self.np_rng)
+        samples = rollout(P, self.cost, T, cfg.num_samples,
+                          psi_actor(P, [g.psi for g in self.groups], self.torch_gen),
+                          self.fcfg, self.torch_gen, stored)
+        if samples.diverged:
+            log.warning("%d of %d ψ samples produced non-finite values", samples.diverged,
+                        cfg.num_samples)
+        times["sample"] = time.perf_counter() - t0
+        diag = {"iteration": self.iteration, "psi_cost": float(np.nanmean(samples.true_loss[:, 1:].sum(1))),
+                "psi_final": float(np.nanmean(samples.true_loss[:, -1])), "groups": {}}
+
+        for gid, (gv, gs) in enumerate(zip(self.groups, samples.groups)):
+            name = P.groups[gid].name
+            gd = {}
+            t1 = time.perf_counter()
+            dyn, cost = _fit_group(gs, cfg, self.np_rng)
+            pi_lin, mu_pi = _fit_pi(self.policy, gs, gid, gv.pi_cov, cfg, self.np_rng)
+            times[f"fit_{name}"] = time.perf_counter() - t1
+
+            # step adjust: compare the LQG-predicted improvement of the last update with
+            # the one measured under the newly fitted dynamics
+            if self.iteration > 0 and gv.prev:
+                gv.step_mult = self._step_adjust(gv, dyn, cost)
+            eps = cfg.kl_step * gv.step_mult * T
+
+            t_pol = t_lqg = 0.0
+            prev_psi = gv.psi
+            for inner in range(cfg.inner_iterations):
+                first = self.iteration == 0 and inner == 0
+                if not first:
+                    ts = time.perf_counter()
+                    tg = badmm.pi_targets(gv.psi, gs.X, gv.lam, gv.nu)
+                    # weight of step t in the regression: ν_t G_t⁻¹, normalised as in GPS
+                    w_t = badmm.normalize_weights(tg.weight * tg.precision[:, 0, 0])
+                    train_policy(self.policy, gid, gs.O, tg.mean[..., 0], w_t, cfg.policy_steps,
+                                 cfg.policy_batch, cfg.policy_lr, cfg.policy_clip, self.torch_gen)
+                    gv.pi_cov = badmm.closed_form_pi_cov(gv.psi, gv.nu).item()
+                    pi_lin, mu_pi = _fit_pi(self.policy, gs, gid, gv.pi_cov, cfg, self.np_rng)
+                    t_pol += time.perf_counter() - ts
+                    gv.lam = badmm.dual_update_lambda(gv.lam, gv.nu, gv.psi, gs.X, mu_pi,
+                                                      cfg.dual_rate)
+                    if inner == cfg.inner_iterations - 1:
+                        kl_t = badmm.kl_pi_psi_per_t(pi_lin, gv.psi, gs.X)
+                        gv.nu = badmm.update_nu(gv.nu, kl_t, lower=cfg.nu_lower, upper=cfg.nu_upper)
+                ts = time.perf_counter()
+                psi, eta, info = lqg.solve_kl_constrained(dyn, cost, prev_psi, gv.lam, gv.nu,
+                                                          pi_lin, eps, gv.eta)
+                t_lqg += time.perf_counter() - ts
+                gv.psi, gv.eta = psi, eta
+            gv.prev = {"dyn": dyn, "cost": cost, "psi_old": prev_psi, "psi_new": gv.psi,
+                       "pi_lin": pi_lin}
+            times[f"policy_{name}"] = t_pol
+            times[f"lqg_{name}"] = t_lqg
+            kl_pi = badmm.kl_pi_psi_per_t(pi_lin, gv.psi, gs.X)
+            gd.update(eta=gv.eta, nu_mean=float(np.mean(gv.nu)), step_mult=gv.step_mult,
+                      kl_pi_psi=float(np.mean(kl_pi)), kl_step=float(info.get("kl", np.nan)),
+                      kl_target=eps, dgd_iters=int(info.get("iterations", 0)),
+                      pd_failures=int(info.get("pd_failures", 0)),
+                      dyn_residual=float(np.mean(np.trace(dyn.dyn_covar[:, 1:, 1:], axis1=1, axis2=2))),
+                      pi_cov=gv.pi_cov)
+            diag["groups"][name] = gd
+
+        t2 = time.perf_counter()
+        diag["pi_cost"], diag["pi_final"] = self.evaluate_pi(cfg.eval_samples)
+        times["eval_pi"] = time.perf_counter() - t2
+        diag["times"] = times
+        diag["wall"] = time.perf_counter() - t0
+        self.iteration += 1
+        self.history.append(diag)
+        self._save()
+        return diag
+
+    def _step_adjust(self, gv: GroupVars, dyn, cost) -> float:
+        p = gv.prev
+        # cost of the previous ψ and the new ψ under the previous dynamics (predicted) and
+        # of the new ψ under the new dynamics (actual)
+        # All three under the newly fitted cost: the gradient-matching cost has no
+        # constant term (h_t = 0), so costs fitted at different iterations do not share
+        # a baseline and cannot be compared.
+        old_pred = _lqg_cost(p["dyn"], cost, p["psi_old"])
+        new_pred = _lqg_cost(p["dyn"], cost, p["psi_new"])
+        new_act = _lqg_cost(dyn, cost, p["psi_new"])
+        return badmm.step_adjust(old_pred, new_pred, new_act, gv.step_mult,
+                                 min_mult=self.cfg.min_step_mult, max_mult=self.cfg.max_step_mult)
+
+    def evaluate_pi(self, n: int, seed: int | None = None) -> tuple[float, float]:
+        """Meta-loss Σ_t f(x_t) and final f of π-only rollouts (deterministic, no noise)."""
+        gen = torch.Generator().manual_seed(10_000 + self.iteration if seed is None else seed)
+        s = rollout(self.problem, self.cost, self.cfg.horizon, n,
+                    pi_actor(self.problem, self.policy), self.fcfg, gen, None, need_states=False)
+        return float(np.nanmean(s.true_loss[:, 1:].sum(1))), float(np.nanmean(s.true_loss[:, -1]))
+
+    # ----------------------------------------------------------------- run, save, load
+    def run(self, num_iterations: int | None = None, callback=None, progress: bool = False):
+        """Initialise if needed, then iterate to ``num_iterations`` (resumes after a stop)."""
+        total = self.cfg.num_iterations if num_iterations is None else num_iterations
+        if not self.groups:
+            self.init_info = self.initialize()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=self.iteration, desc="GPS iterations")
+        while self.iteration < total:
+            d = self.iterate()
+            if callback:
+                callback(d)
+            if bar:
+                bar.update(1)
+                bar.set_postfix(psi=f"{d['psi_cost']:.1f}", pi=f"{d['pi_cost']:.1f}")
+        if bar:
+            bar.close()
+        return self.history
+
+    def state_dict(self) -> dict:
+        return {
+            "config": dataclasses.asdict(self.cfg),
+            "feature_config": dataclasses.asdict(self.fcfg),
+            "policy_config": dataclasses.asdict(self.pcfg),
+            "teacher_hparams": self.teacher_hparams,
+            "iteration": self.iteration,
+            "history": self.history,
+            "policy": self.policy.state_dict(),
+            "groups": [_group_to_dict(g) for g in self.groups],
+            "torch_gen": self.torch_gen.get_state(),
+            "np_rng": self.np_rng.bit_generator.state,
+            "init_info": getattr(self, "init_info", None),
+        }
+
+    def load_state_dict(self, sd: dict):
+        if sd["config"] != dataclasses.asdict(self.cfg):
+            diff = {k: (sd["config"].get(k), v) for k, v in dataclasses.asdict(self.cfg).items()
+                    if sd["config"].get(k) != v}
+            raise ValueError(f"checkpoint was made with another GPS configuration: {diff} "
+                             "(checkpoint value, requested value)")
+        self.iteration = sd["iteration"]
+        self.history = sd["history"]
+        self.policy.load_state_dict(sd["policy"])
+        self.groups = [_group_from_dict(d) for d in sd["groups"]]
+        self.torch_gen.set_state(sd["torch_gen"])
+        self.np_rng.bit_generator.state = sd["np_rng"]
+        self.init_info = sd.get("init_info")
+
+    def _save(self):
+        if self.ckpt_dir is None:
+            return
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_dir / "checkpoint.pt.part"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, self.ckpt_dir / "checkpoint.pt")  # atomic: an interruption loses nothing
+
+    def resume(self) -> bool:
+        """Load ``checkpoint_dir/checkpoint.pt`` if present; returns whether it did."""
+        if self.ckpt_dir is None or not (self.ckpt_dir / "checkpoint.pt").exists():
+            return False
+        try:
+            sd = torch.load(self.ckpt_dir / "checkpoint.pt", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise ValueError(f"cannot read GPS checkpoint {self.ckpt_dir / 'checkpoint.pt'}: {e}. "
+                             "Delete it to start afresh.") from e
+        self.load_state_dict(sd)
+        return True
+
+
+def _lqg_cost(dyn, cost, psi) -> float:
+    mu, sigma = lqg.forward_pass(dyn, psi)
+    return float(np.sum(lqg.expected_cost(cost, mu, sigma)))
+
+
+def _group_to_dict(g: GroupVars) -> dict:
+    return {"K": g.psi.K, "k": g.psi.k, "cov": g.psi.cov, "eta": g.eta, "nu": g.nu,
+            "lam": g.lam, "step_mult": g.step_mult, "pi_cov": g.pi_cov, "prev": g.prev}
+
+
+def _group_from_dict(d: dict) -> GroupVars:
+    return GroupVars(psi=lqg.LinearGaussianPolicy(d["K"], d["k"], d["cov"]), eta=d["eta"],
+                     nu=d["nu"], lam=d["lam"], step_mult=d["step_mult"], pi_cov=d["pi_cov"],
+                     prev=d["prev"])
