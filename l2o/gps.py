@@ -63,8 +63,11 @@ class GPSConfig:
     nu_lower: float = 1.0             # ν ← ν/2 when KL_t < mean − nu_lower·std
     nu_upper: float = 0.5             # ν ← 2ν when KL_t ≥ mean + nu_upper·std
     dynamics_regularization: float = 1e-3
-    prior_clusters: int = 8           # GMM prior on dynamics (≤ 10 as in the 2016 paper)
-    prior_points: int = 20_000
+    prior: str = "window"             # dynamics prior: "window" (neighbouring steps) or "gmm"
+    prior_strength: float = 150.0     # pseudo-points of the NIW prior (≈ dim of [s, a, s'])
+    prior_window: int = 3             # half-width of the "window" prior, in steps
+    prior_clusters: int = 8           # "gmm": components (≤ 10 as in the 2016 paper)
+    prior_points: int = 20_000        # "gmm": EM subsample
     cost_ridge: float = 1e-6
     policy_steps: int = 200           # Adam steps on π per inner iteration (per group)
     policy_batch: int = 64            # coordinate sequences per Adam step
@@ -86,6 +89,8 @@ class GPSConfig:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)} (must be > 0)")
         if not 0 < self.min_step_mult <= self.max_step_mult:
             raise ValueError("Need 0 < min_step_mult ≤ max_step_mult")
+        if self.prior not in ("window", "gmm"):
+            raise ValueError(f"Invalid prior: {self.prior!r} (use 'window' or 'gmm')")
         if self.cost_subset < 0:
             raise ValueError(f"Invalid cost_subset: {self.cost_subset}")
 
@@ -280,7 +285,11 @@ class GroupVars:
 
 
 def _fit_group(gs: GroupSamples, cfg: GPSConfig, rng: np.random.Generator):
-    prior = dynamics.GMMPrior(n_clusters=cfg.prior_clusters, max_points=cfg.prior_points)
+    if cfg.prior == "gmm":
+        prior = dynamics.GMMPrior(n_clusters=cfg.prior_clusters, max_points=cfg.prior_points,
+                                  strength=cfg.prior_strength)
+    else:
+        prior = dynamics.SlidingWindowPrior(window=cfg.prior_window, strength=cfg.prior_strength)
     prior.update(gs.X, gs.U, rng)
     dyn = dynamics.fit_dynamics(gs.X, gs.U, prior=prior,
                                 regularization=cfg.dynamics_regularization,
@@ -432,6 +441,7 @@ class ConvolutionalGPS:
             eps = cfg.kl_step * gv.step_mult * T
 
             t_pol = t_lqg = 0.0
+            rejected = 0
             prev_psi = gv.psi
             for inner in range(cfg.inner_iterations):
                 first = self.iteration == 0 and inner == 0
@@ -454,6 +464,15 @@ class ConvolutionalGPS:
                 psi, eta, info = lqg.solve_kl_constrained(dyn, cost, prev_psi, gv.lam, gv.nu,
                                                           pi_lin, eps, gv.eta)
                 t_lqg += time.perf_counter() - ts
+                if not np.isfinite(info["kl"]) or info["kl"] > 2.0 * eps:
+                    # The fitted model could not honour the trust region even at the
+                    # largest η (typically an unstable dynamics fit): keep the current ψ
+                    # rather than take an unbounded step, and shrink the next step.
+                    rejected += 1
+                    log.warning("group %s: rejected ψ update (KL %.3g > 2ε = %.3g)", name,
+                                info["kl"], 2.0 * eps)
+                    gv.step_mult = max(cfg.min_step_mult, 0.5 * gv.step_mult)
+                    continue
                 gv.psi, gv.eta = psi, eta
             gv.prev = {"dyn": dyn, "cost": cost, "psi_old": prev_psi, "psi_new": gv.psi,
                        "pi_lin": pi_lin}
@@ -463,7 +482,7 @@ class ConvolutionalGPS:
             gd.update(eta=gv.eta, nu_mean=float(np.mean(gv.nu)), step_mult=gv.step_mult,
                       kl_pi_psi=float(np.mean(kl_pi)), kl_step=float(info.get("kl", np.nan)),
                       kl_target=eps, dgd_iters=int(info.get("iterations", 0)),
-                      pd_failures=int(info.get("pd_failures", 0)),
+                      pd_failures=int(info.get("pd_failures", 0)), rejected=rejected,
                       dyn_residual=float(np.mean(np.trace(dyn.dyn_covar[:, 1:, 1:], axis1=1, axis2=2))),
                       pi_cov=gv.pi_cov)
             diag["groups"][name] = gd

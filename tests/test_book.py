@@ -1,0 +1,286 @@
+"""The book driver (l2o.book) and the book build.
+
+The unit tests use small synthetic tocs, parameter files and notebooks; the build test
+(marker ``book``) builds the real book into a temporary folder with warnings as errors
+and checks that every page of the toc and every figure made it into the HTML.
+"""
+
+from __future__ import annotations
+
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from l2o import book
+
+
+# ------------------------------------------------------------------ fixtures
+def _notebook(params_source="seed = 0\nn = 100", executed=True, provenance=True):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    params = new_code_cell(params_source, execution_count=1 if executed else None)
+    params.metadata["tags"] = ["parameters"]
+    body = new_code_cell("print(round(n / 3, 2))", execution_count=2 if executed else None)
+    if executed:
+        body.outputs = [new_output("stream", name="stdout", text="33.33\n")]
+    nb.cells = [new_markdown_cell("# Title"), params, body]
+    if provenance:
+        nb.metadata[book.PROVENANCE_KEY] = {
+            "scale": "paper", "parameters": {"seed": 0, "n": 100}, "git": {},
+            "machine": {}, "wall_time_s": 1.0, "date": "2026-01-01", "command": "x"}
+    return nb
+
+
+@pytest.fixture
+def tiny_book(tmp_path):
+    """A toc with parts and sections, two chapter notebooks and a markdown page."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nparts:\n"
+        "  - caption: A\n    chapters:\n      - file: book/notation.md\n"
+        "      - file: book/01_first\n        sections:\n          - file: book/02_second\n"
+        "  - caption: B\n    chapters:\n      - file: book/references\n")
+    for name in ("intro", "notation", "references"):
+        (tmp_path / "book" / f"{name}.md").write_text(f"# {name}\n")
+    for name in ("01_first", "02_second"):
+        nbformat.write(_notebook(), tmp_path / "book" / f"{name}.ipynb")
+    return tmp_path
+
+
+# ----------------------------------------------------------------- toc
+def test_toc_docnames_in_reading_order(tiny_book):
+    assert book.toc_docnames(tiny_book / "_toc.yml") == [
+        "book/intro", "book/notation", "book/01_first", "book/02_second", "book/references"]
+
+
+def test_chapters_are_the_toc_notebooks(tiny_book):
+    found = book.chapters(tiny_book / "_toc.yml")
+    assert [(c.id, c.name, c.docname) for c in found] == [
+        ("01", "01_first", "book/01_first"), ("02", "02_second", "book/02_second")]
+    assert all(c.path.exists() for c in found)
+
+
+def test_missing_and_orphan_files(tiny_book):
+    toc = tiny_book / "_toc.yml"
+    assert book.missing_toc_files(toc) == []
+    nbformat.write(_notebook(), tiny_book / "book" / "03_later.ipynb")
+    assert [p.name for p in book.orphan_notebooks(toc)] == ["03_later.ipynb"]
+    (tiny_book / "book" / "02_second.ipynb").unlink()
+    assert book.missing_toc_files(toc) == ["book/02_second"]
+
+
+def test_select_chapters_by_id_name_or_path(tiny_book):
+    toc = tiny_book / "_toc.yml"
+    for name in ("2", "02", "02_second", "book/02_second.ipynb"):
+        assert [c.name for c in book.select_chapters([name], toc)] == ["02_second"]
+    assert len(book.select_chapters([], toc)) == 2
+    with pytest.raises(ValueError, match="no chapter '7'"):
+        book.select_chapters(["7"], toc)
+
+
+def test_real_toc_has_the_front_and_back_matter():
+    names = book.toc_docnames()
+    assert names[0] == "book/intro"
+    assert {"book/notation", "book/references"} <= set(names)
+
+
+# ---------------------------------------------------------- parameters
+def test_load_params_normalises_chapter_ids(tmp_path):
+    (tmp_path / "smoke.yaml").write_text('1: {n: 3}\n"02": {seed: 1}\n"03":\n')
+    assert book.load_params("smoke", tmp_path) == {"01": {"n": 3}, "02": {"seed": 1},
+                                                    "03": {}}
+
+
+def test_load_params_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="Invalid scale"):
+        book.load_params("huge", tmp_path)
+    (tmp_path / "paper.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must map chapter ids"):
+        book.load_params("paper", tmp_path)
+    (tmp_path / "smoke.yaml").write_text('1: {n: 3}\n"01": {n: 4}\n')
+    with pytest.raises(ValueError, match="given twice"):
+        book.load_params("smoke", tmp_path)
+
+
+def test_chapter_params_must_be_declared(tiny_book):
+    chapter = book.chapters(tiny_book / "_toc.yml")[0]
+    params = tiny_book / "params"
+    params.mkdir()
+    (params / "smoke.yaml").write_text('"01": {n: 5}\n')
+    assert book.chapter_params(chapter, "smoke", params) == {"n": 5}
+    assert book.notebook_defaults(chapter.path) == {"seed": 0, "n": 100}
+    (params / "smoke.yaml").write_text('"01": {num_iters: 5}\n')
+    with pytest.raises(ValueError, match="num_iters"):
+        book.chapter_params(chapter, "smoke", params)
+
+
+def test_real_params_files_load():
+    for scale in book.SCALES:
+        assert isinstance(book.load_params(scale), dict)
+
+
+# ------------------------------------------------------ execution pieces
+def test_kernel_env_pins_threads_and_keeps_data_dir():
+    env = book.kernel_env({"L2O_DATA_DIR": "/data", "OMP_NUM_THREADS": "8",
+                           "MPLBACKEND": "Agg"})
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
+    assert env["L2O_DATA_DIR"] == "/data"
+    assert env["L2O_NO_PROGRESS"] == "1" and env["TQDM_DISABLE"] == "1"
+    assert env["MPLBACKEND"] != "Agg"  # Agg would swallow every plt.show() figure
+
+
+def test_strip_volatile_metadata():
+    nb = _notebook()
+    nb.metadata["papermill"] = {"duration": 1.5, "start_time": "t"}
+    for cell in nb.cells:
+        cell.metadata["papermill"] = {"duration": 0.1}
+        cell.metadata["execution"] = {"iopub.status.busy": "t"}
+        cell.metadata.setdefault("tags", [])
+    book.strip_volatile_metadata(nb)
+    assert "papermill" not in nb.metadata
+    for cell in nb.cells:
+        assert not set(cell.metadata) & {"papermill", "execution"}
+        assert cell.metadata.get("tags", ["x"]) != []
+    assert nb.cells[1].metadata["tags"] == ["parameters"]
+
+
+# ----------------------------------------------------------- checks
+def test_notebook_problems_accepts_a_good_notebook(tmp_path):
+    path = tmp_path / "01_ok.ipynb"
+    nbformat.write(_notebook(), path)
+    assert book.notebook_problems(path) == []
+
+
+@pytest.mark.parametrize("defect, message", [
+    ("no_params", "0 cells tagged 'parameters'"),
+    ("two_params", "2 cells tagged 'parameters'"),
+    ("unexecuted", "never executed"),
+    ("error", "error output"),
+    ("no_provenance", "no 'l2o_provenance'"),
+    ("smoke_provenance", "'smoke' scale"),
+    ("papermill_metadata", "papermill metadata"),
+    ("out_of_order", "not increasing"),
+])
+def test_notebook_problems_finds_defects(tmp_path, defect, message):
+    nb = _notebook(executed=defect != "unexecuted", provenance=defect != "no_provenance")
+    if defect == "no_params":
+        nb.cells[1].metadata["tags"] = []
+    elif defect == "two_params":
+        nb.cells[2].metadata["tags"] = ["parameters"]
+    elif defect == "error":
+        nb.cells[2].outputs.append(new_output("error", ename="ValueError", evalue="bad",
+                                              traceback=[]))
+    elif defect == "smoke_provenance":
+        nb.metadata[book.PROVENANCE_KEY]["scale"] = "smoke"
+    elif defect == "papermill_metadata":
+        nb.metadata["papermill"] = {"duration": 1.0}
+    elif defect == "out_of_order":
+        nb.cells[1].execution_count = 5
+    path = tmp_path / "01_bad.ipynb"
+    nbformat.write(nb, path)
+    problems = book.notebook_problems(path)
+    assert any(message in p for p in problems), problems
+
+
+def test_html_problems(tiny_book, tmp_path):
+    toc = tiny_book / "_toc.yml"
+    html = tmp_path / "html"
+    assert any("index.html" in p for p in book.html_problems(html, toc))
+    (html / "book").mkdir(parents=True)
+    (html / "index.html").write_text("<html></html>")
+    for name in book.toc_docnames(toc):
+        (html / f"{name}.html").write_text("<p>text</p>")
+    assert book.html_problems(html, toc) == []  # the notebooks have no images
+    nb = _notebook()
+    nb.cells[2].outputs.append(new_output("display_data", data={"image/png": "iVBORw0K",
+                                                                "text/plain": "<Figure>"}))
+    nbformat.write(nb, tiny_book / "book" / "01_first.ipynb")
+    problems = book.html_problems(html, toc)
+    assert len(problems) == 1 and "01_first" in problems[0] and "no figure" in problems[0]
+    (html / "book" / "02_second.html").unlink()
+    assert any("02_second.html is missing" in p for p in book.html_problems(html, toc))
+
+
+def test_cli_rejects_unknown_chapter(caplog):
+    assert book.main(["check", "99_nothing"]) == 2
+
+
+# ------------------------------------------------------------ plotting
+def test_method_styles_are_fixed_and_distinct():
+    from l2o.plotting import METHOD_STYLE
+
+    labels = {m: s["label"] for m, s in METHOD_STYLE.items()}
+    assert labels == {
+        "sgd": "SGD", "momentum": "Momentum", "cg": "Conjugate gradient",
+        "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
+        "l2l": "L2L (Andrychowicz et al.)", "psd": "Predicted Step Descent"}
+    colors = [s["color"] for s in METHOD_STYLE.values()]
+    assert len(set(colors)) == len(colors)
+
+
+def test_summarize_curves_counts_diverged_seeds_as_infinite():
+    import numpy as np
+
+    from l2o.plotting import summarize_curves
+
+    rng = np.random.default_rng(0)
+    curves = 1.0 + rng.random((5, 30))
+    for seed, t in zip(range(3), (10, 12, 14)):
+        curves[seed, t:] = np.nan
+    s = summarize_curves(curves, band=(0.25, 0.75))
+    np.testing.assert_allclose(s.median[:10], np.median(curves[:, :10], axis=0))
+    assert s.diverged_at == 14 and s.n_diverged == 3 and s.n_seeds == 5
+    assert np.isinf(s.median[14:]).all() and np.isfinite(s.median[:14]).all()
+    assert np.isfinite(s.upper[10]) and np.isinf(s.upper[12]) and np.isfinite(s.lower[12])
+
+
+def test_plot_curves_marks_divergence_and_panels_are_labelled():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from l2o import plotting
+
+    plotting.use_style()
+    assert matplotlib.rcParams["text.usetex"] is False
+    good = np.linspace(2.3, 0.5, 21)[None].repeat(3, axis=0)
+    bad = good.copy()
+    bad[:, 8:] = np.inf
+    fig, axes, summaries = plotting.figure_panels(
+        {"tfd": {"adam": good, "cg": bad}, "cifar10": {"adam": good},
+         "cifar100": {"psd": good}})
+    assert [ax.get_title() for ax in axes] == ["(a) TFD", "(b) CIFAR-10", "(c) CIFAR-100"]
+    assert axes[0].get_xlabel() == "iteration" and "f(x)" in axes[0].get_ylabel()
+    assert summaries["tfd"]["cg"].diverged_at == 8
+    crosses = [ln for ln in axes[0].lines if ln.get_marker() == "x"]
+    assert len(crosses) == 1 and crosses[0].get_ydata()[0] == axes[0].get_ylim()[1]
+    legend_labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "(diverged)" in legend_labels and "Conjugate gradient" in legend_labels
+    with pytest.raises(KeyError, match="known methods"):
+        plotting.plot_curves(axes[1], {"newton": good})
+    plt.close(fig)
+
+
+# ------------------------------------------------------------ the build
+@pytest.mark.book
+def test_book_builds_with_every_page_and_figure(tmp_path):
+    html = book.build_book(path_output=tmp_path)
+    assert html == tmp_path / "_build" / "html"
+    assert (html / "index.html").exists()
+    for docname in book.toc_docnames():
+        assert (html / f"{docname}.html").exists(), docname
+    for chapter in book.chapters():
+        page = (html / f"{chapter.docname}.html").read_text(encoding="utf-8")
+        assert "Traceback (most recent call last)" not in page, chapter.name
+        if book.has_images(chapter.path):
+            assert "<img" in page, f"{chapter.name} lost its figures"
+    refs = (html / "book" / "references.html").read_text(encoding="utf-8")
+    bib = (book.ROOT / "references.bib").read_text(encoding="utf-8")
+    n_entries = bib.count("\n@")
+    assert refs.count('role="doc-biblioentry"') + refs.count('class="citation') >= n_entries
+    # The build must not have written into the source tree.
+    assert not (book.ROOT / "book" / "_build").exists()
