@@ -489,6 +489,9 @@ class ConvolutionalGPS:
 
         t2 = time.perf_counter()
         diag["pi_cost"], diag["pi_final"] = self.evaluate_pi(cfg.eval_samples)
+        # ψ's mean (noise off) on the same validation streams: does ψ improve, and
+        # how far behind is π?
+        diag["psi_mean_cost"], diag["psi_mean_final"] = self.evaluate_psi_mean(cfg.eval_samples)
         times["eval_pi"] = time.perf_counter() - t2
         diag["times"] = times
         diag["wall"] = time.perf_counter() - t0
@@ -515,6 +518,13 @@ class ConvolutionalGPS:
         gen = torch.Generator().manual_seed(10_000 + self.iteration if seed is None else seed)
         s = rollout(self.problem, self.cost, self.cfg.horizon, n,
                     pi_actor(self.problem, self.policy), self.fcfg, gen, None, need_states=False)
+        return float(np.nanmean(s.true_loss[:, 1:].sum(1))), float(np.nanmean(s.true_loss[:, -1]))
+
+    def evaluate_psi_mean(self, n: int, seed: int | None = None) -> tuple[float, float]:
+        """As :meth:`evaluate_pi` for ψ's mean actions ``K_t s_t + k_t`` (no exploration noise)."""
+        gen = torch.Generator().manual_seed(10_000 + self.iteration if seed is None else seed)
+        act = psi_actor(self.problem, [g.psi for g in self.groups], gen, noise=False)
+        s = rollout(self.problem, self.cost, self.cfg.horizon, n, act, self.fcfg, gen, None)
         return float(np.nanmean(s.true_loss[:, 1:].sum(1))), float(np.nanmean(s.true_loss[:, -1]))
 
     # ----------------------------------------------------------------- run, save, load
@@ -603,3 +613,146 @@ def _group_from_dict(d: dict) -> GroupVars:
     return GroupVars(psi=lqg.LinearGaussianPolicy(d["K"], d["k"], d["cov"]), eta=d["eta"],
                      nu=d["nu"], lam=d["lam"], step_mult=d["step_mult"], pi_cov=d["pi_cov"],
                      prev=d["prev"])
+
+
+# ------------------------------------------------------------------------------- files
+class PolicyFileError(ValueError):
+    """A saved policy file is unreadable or does not match the requested configuration."""
+
+
+def save_policy(path: str | Path, policy: LSTMPolicy, feature_config: FeatureConfig,
+                meta: dict | None = None) -> None:
+    """Write π (weights, frozen statistics, configurations) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": "l2o-psd-v1", "policy": policy.state_dict(),
+            "policy_config": dataclasses.asdict(policy.config),
+            "feature_config": dataclasses.asdict(feature_config), "meta": meta or {}}
+    tmp = path.with_suffix(path.suffix + ".part")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load_policy(path: str | Path) -> tuple[LSTMPolicy, FeatureConfig, dict]:
+    """Read a file written by :func:`save_policy` (or a GPS checkpoint).
+
+    Returns:
+        ``(policy, feature_config, meta)``; use them as
+        ``PredictedStepDescent(model.parameters(), policy, feature_config)``.
+
+    Raises:
+        PolicyFileError: the file is missing, corrupt, or not a Predicted Step Descent policy.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PolicyFileError(f"no policy file at {path}")
+    try:
+        blob = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - every unreadable file gets the same message
+        raise PolicyFileError(f"{path} is corrupt or truncated ({e}); re-run the meta-training "
+                              "or restore the file") from e
+    if isinstance(blob, dict) and "config" in blob and "policy" in blob and "format" not in blob:
+        blob = {"format": "l2o-psd-v1", "policy": blob["policy"],
+                "policy_config": blob["policy_config"], "feature_config": blob["feature_config"],
+                "meta": {"from_checkpoint": str(path), "iteration": blob.get("iteration")}}
+    if not isinstance(blob, dict) or blob.get("format") != "l2o-psd-v1":
+        raise PolicyFileError(f"{path} is not a Predicted Step Descent policy file "
+                              "(expected format 'l2o-psd-v1')")
+    try:
+        pcfg = PolicyConfig(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in blob["policy_config"].items()})
+        fcfg = FeatureConfig(**blob["feature_config"])
+        policy = LSTMPolicy(pcfg)
+        policy.load_state_dict(blob["policy"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise PolicyFileError(f"{path}: the stored weights do not match the stored "
+                              f"configuration: {e}") from e
+    return policy, fcfg, blob.get("meta", {})
+
+
+# --------------------------------------------------------------------------------- CLI
+def _provenance(args, wall: float, problem: MLPProblem, extra: dict) -> dict:
+    import platform
+    import subprocess
+    import sys
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", "--no-optional-locks", *a], capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001 - provenance is best effort outside a checkout
+            return ""
+
+    return {"command": " ".join(["python -m l2o.gps", *sys.argv[1:]]),
+            "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
+            "problem": repr(problem), "wall_time_s": wall,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        "torch": torch.__version__, "threads": torch.get_num_threads()},
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+
+
+def main(argv=None) -> int:
+    """``python -m l2o.gps train``: meta-train Predicted Step Descent with convolutional GPS."""
+    import argparse
+
+    from l2o import baselines
+    from l2o.data import make_problem
+
+    ap = argparse.ArgumentParser(prog="python -m l2o.gps")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="meta-train π on one objective (resumable)")
+    tr.add_argument("--dataset", default="mnist")
+    tr.add_argument("--n-in", type=int, default=48)
+    tr.add_argument("--n-hidden", type=int, default=48)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--out", default="results/psd", help="checkpoint and outputs folder")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--data-dir", default=None)
+    tr.add_argument("--threads", type=int, default=1)
+    tr.add_argument("--no-progress", action="store_true")
+    for f in dataclasses.fields(GPSConfig):
+        tr.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
+                        help=f"GPSConfig.{f.name} (default {f.default})")
+    tr.add_argument("--teacher-lr", type=float, default=None,
+                    help="momentum teacher step (default: the tuned momentum baseline)")
+    tr.add_argument("--teacher-momentum", type=float, default=None)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(a.threads)
+    cfg = GPSConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(GPSConfig)
+                       if getattr(a, f.name) is not None})
+    teacher = dict(baselines.default_hparams("momentum"))
+    if a.teacher_lr is not None:
+        teacher["lr"] = a.teacher_lr
+    if a.teacher_momentum is not None:
+        teacher["momentum"] = a.teacher_momentum
+    teacher = {"lr": float(teacher["lr"]), "momentum": float(teacher.get("momentum", 0.0))}
+    problem = make_problem(a.dataset, a.n_in, a.n_hidden, batch_size=a.batch_size,
+                           data_dir=a.data_dir)
+    out = Path(a.out)
+    if (out / "checkpoint.pt").exists() and not a.resume:
+        ap.error(f"{out / 'checkpoint.pt'} exists: pass --resume to continue it, or choose "
+                 "another --out")
+    gps = ConvolutionalGPS(problem, cfg, FeatureConfig(), PolicyConfig(), teacher, out)
+    if a.resume and gps.resume():
+        log.info("resumed at GPS iteration %d", gps.iteration)
+    t0 = time.perf_counter()
+    progress = not (a.no_progress or os.environ.get("L2O_NO_PROGRESS"))
+    gps.run(progress=progress, callback=lambda d: log.info(
+        "iteration %d: ψ %.2f, ψ-mean %.2f, π %.2f (%.0f s)", d["iteration"], d["psi_cost"],
+        d["psi_mean_cost"], d["pi_cost"], d["wall"]))
+    wall = time.perf_counter() - t0
+    name = f"psd_{a.dataset}{a.n_in}.pt"
+    save_policy(out / name, gps.policy, gps.fcfg,
+                {"iterations": gps.iteration, "teacher": teacher, "config": dataclasses.asdict(cfg)})
+    (out / "history.json").write_text(json.dumps(
+        {"init": gps.init_info, "history": gps.history}, indent=1, default=float))
+    (out / "provenance.json").write_text(json.dumps(_provenance(
+        a, wall, problem, {"config": dataclasses.asdict(cfg), "teacher": teacher,
+                           "policy_file": name}), indent=1, default=str))
+    print(f"wrote {out / name} after {gps.iteration} GPS iterations ({wall:.0f} s this session)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -75,3 +75,43 @@ def test_invalid_config():
         GPSConfig(horizon=0)
     with pytest.raises(ValueError, match="kl_step"):
         GPSConfig(kl_step=-1)
+
+
+def test_policy_file_round_trip_and_errors(tmp_path):
+    from l2o.gps import PolicyFileError, load_policy, save_policy
+    from l2o.policy import PredictedStepDescent
+
+    gps = make()
+    gps.initialize()
+    save_policy(tmp_path / "psd.pt", gps.policy, gps.fcfg, {"note": "toy"})
+    policy, fcfg, meta = load_policy(tmp_path / "psd.pt")
+    assert meta["note"] == "toy" and fcfg == gps.fcfg
+    for (k, v), (k2, v2) in zip(gps.policy.state_dict().items(), policy.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    # the loaded policy drives an arbitrary module through the torch.optim interface
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    opt = PredictedStepDescent(model.parameters(), policy, fcfg)
+    before = [p.detach().clone() for p in model.parameters()]
+    xb, yb = torch.randn(8, 3), torch.randint(0, 2, (8,))
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+    (tmp_path / "bad.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(PolicyFileError, match="corrupt"):
+        load_policy(tmp_path / "bad.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(PolicyFileError, match="not a Predicted Step Descent"):
+        load_policy(tmp_path / "other.pt")
+    blob = torch.load(tmp_path / "psd.pt", weights_only=False)
+    blob["policy_config"]["hidden_size"] = 16
+    torch.save(blob, tmp_path / "mismatch.pt")
+    with pytest.raises(PolicyFileError, match="do not match"):
+        load_policy(tmp_path / "mismatch.pt")
