@@ -214,9 +214,17 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
             Os[t] = o[:, cols_t].float()
         x = x + a
     true_loss[:, T] = cost(x).numpy()
+    alive &= torch.as_tensor(np.isfinite(true_loss).all(1))
     diverged = int((~alive).sum())
     groups = []
     if rec:
+        if diverged == n:
+            raise GPSNumericalError("every sampled trajectory produced non-finite values; "
+                                    "lower kl_step or the teacher's step size")
+        # drop diverged trajectories: their states would poison every fit
+        keep = alive.numpy()
+        Xs, Us, Gs, Os = Xs[keep], Us[keep], Gs[keep], Os[:, torch.as_tensor(keep)]
+        n = int(keep.sum())
         start = 0
         for m in Ms:
             sl = slice(start, start + m)

@@ -115,3 +115,28 @@ def test_policy_file_round_trip_and_errors(tmp_path):
     torch.save(blob, tmp_path / "mismatch.pt")
     with pytest.raises(PolicyFileError, match="do not match"):
         load_policy(tmp_path / "mismatch.pt")
+
+
+def test_diverged_samples_are_dropped_and_total_failure_is_reported():
+    from l2o.gps import CostProblem, GPSNumericalError, rollout
+
+    P = tiny_problem()
+    cost = CostProblem(P, 0, 0)
+    stored = [np.arange(g.start, min(g.stop, g.start + 3)) for g in P.groups]
+
+    def act(t, s, o, g, state):  # trajectory 0 blows up at t = 2, the others take SGD steps
+        a = -0.1 * g
+        if t == 2:
+            a[0] = float("nan")
+        return a, state
+
+    samples = rollout(P, cost, 5, 3, act, FeatureConfig(), torch.Generator().manual_seed(0), stored)
+    assert samples.diverged == 1
+    assert samples.groups[0].X.shape[0] == 2 * 3  # two surviving trajectories x 3 coordinates
+    assert all(np.isfinite(gs.X).all() for gs in samples.groups)
+
+    def all_nan(t, s, o, g, state):
+        return torch.full_like(g, float("nan")), state
+
+    with pytest.raises(GPSNumericalError, match="non-finite"):
+        rollout(P, cost, 5, 2, all_nan, FeatureConfig(), torch.Generator().manual_seed(0), stored)
