@@ -5,7 +5,9 @@ Authoring aid: chapters are drafted as ``book/src/NN_name.py`` and converted onc
 executed by ``python -m l2o.book run``.  Cell markers:
 
 - ``# %%`` a code cell; ``# %% tags=["parameters"]`` or ``tags=["remove-input"]`` adds tags;
-- ``# %% [markdown]`` a markdown cell whose lines start with ``# ``.
+- ``# %% [markdown]`` a markdown cell whose lines start with ``# ``;
+- a trailing ``mystnb={...}`` (JSON) on a marker line becomes the cell's ``mystnb``
+  metadata (figure captions, table rendering).
 """
 
 import json
@@ -19,7 +21,7 @@ def convert(text: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    cells, kind, tags, buf = [], None, [], []
+    cells, kind, tags, buf, mystnb = [], None, [], [], None
 
     def flush():
         if kind is None:
@@ -32,6 +34,8 @@ def convert(text: str) -> nbformat.NotebookNode:
             cell = nbformat.v4.new_code_cell(body)
         if tags:
             cell.metadata["tags"] = tags
+        if mystnb:
+            cell.metadata["mystnb"] = mystnb
         cells.append(cell)
 
     for line in text.split("\n"):
@@ -39,6 +43,10 @@ def convert(text: str) -> nbformat.NotebookNode:
             flush()
             buf = []
             kind = "markdown" if "[markdown]" in line else "code"
+            m = re.search(r"\s+mystnb=(\{.*\})\s*$", line)
+            mystnb = json.loads(m.group(1)) if m else None
+            if m:
+                line = line[: m.start()]
             m = re.search(r"tags=(\[.*\])", line)
             tags = json.loads(m.group(1)) if m else []
         elif kind is not None:
