@@ -488,7 +488,7 @@ class ConvolutionalGPS:
             times[f"lqg_{name}"] = t_lqg
             kl_pi = badmm.kl_pi_psi_per_t(pi_lin, gv.psi, gs.X)
             gd.update(eta=gv.eta, nu_mean=float(np.mean(gv.nu)), step_mult=gv.step_mult,
-                      kl_pi_psi=float(np.mean(kl_pi)), kl_step=float(info.get("kl", np.nan)),
+                      kl_pi_psi=float(np.mean(kl_pi)), kl_reached=float(info.get("kl", np.nan)),
                       kl_target=eps, dgd_iters=int(info.get("iterations", 0)),
                       pd_failures=int(info.get("pd_failures", 0)), rejected=rejected,
                       dyn_residual=float(np.mean(np.trace(dyn.dyn_covar[:, 1:, 1:], axis1=1, axis2=2))),
