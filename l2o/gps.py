@@ -336,13 +336,16 @@ def train_policy(policy: LSTMPolicy, group_id: int, O: torch.Tensor, target: np.
     """
     params = policy.group_parameters(group_id)
     opt = torch.optim.Adam(params, lr=lr)
-    tgt = torch.as_tensor(target.T, dtype=torch.float32)  # (T, M)
+    # Regress in units of the group's output scale σ_g: raw steps are ~1e-3, so the raw
+    # squared error (~1e-8) would give gradients at the size of Adam's ε and stall it.
+    scale = float(policy.output_scale[group_id])
+    tgt = torch.as_tensor(target.T / scale, dtype=torch.float32)  # (T, M)
     w = torch.as_tensor(weight, dtype=torch.float32)[:, None]
     M = O.shape[1]
     losses = []
     for _ in range(steps):
         sel = torch.randint(0, M, (min(batch, M),), generator=gen)
-        pred = policy.forward_sequence(O[:, sel], group_id)
+        pred = policy.forward_sequence(O[:, sel], group_id) / scale
         loss = 0.5 * (w * (pred - tgt[:, sel]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
