@@ -73,6 +73,7 @@ class GPSConfig:
     policy_batch: int = 64            # coordinate sequences per Adam step
     policy_lr: float = 1e-3
     policy_clip: float = 1.0
+    policy_window: int = 0            # truncated BPTT window for π (0: whole sequences)
     pretrain_steps: int = 500         # imitation of ψ0 before BADMM (method-notes D7)
     init_var_floor: float = 0.3       # G0 ≥ (init_var_floor · RMS teacher action)^2
     min_action_var: float = 1e-12
@@ -80,6 +81,8 @@ class GPSConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.policy_window < 0:
+            raise ValueError(f"Invalid policy_window: {self.policy_window} (0 or a window length)")
         for name in ("horizon", "num_samples", "num_iterations", "inner_iterations",
                      "coords_per_group", "policy_steps", "policy_batch", "eval_samples"):
             if getattr(self, name) < 1:
@@ -322,9 +325,30 @@ def _fit_pi(policy, gs, group_id, pi_cov, cfg, rng):
                                                pi_cov=pi_cov, relative_regularization=True), mu
 
 
+def _window_memory(policy: LSTMPolicy, O: torch.Tensor, group_id: int, window: int,
+                   chunk: int = 4096):
+    """π's memory ``(h, c)`` at the start of every window of ``window`` steps (no grad).
+
+    Returns ``h, c`` of shape ``(n_windows, M, H)``; window 0 starts from zero memory.
+    """
+    T, M, _ = O.shape
+    n_win = (T + window - 1) // window
+    H = policy.config.hidden_size
+    h_all = torch.zeros(n_win, M, H)
+    c_all = torch.zeros(n_win, M, H)
+    with torch.no_grad():
+        for s in range(0, M, chunk):
+            hidden = None
+            for w in range(n_win - 1):
+                _, hidden = policy.forward_sequence(O[w * window:(w + 1) * window, s:s + chunk],
+                                                    group_id, hidden, return_hidden=True)
+                h_all[w + 1, s:s + chunk], c_all[w + 1, s:s + chunk] = hidden
+    return h_all, c_all
+
+
 def train_policy(policy: LSTMPolicy, group_id: int, O: torch.Tensor, target: np.ndarray,
                  weight: np.ndarray, steps: int, batch: int, lr: float, clip: float,
-                 gen: torch.Generator) -> list[float]:
+                 gen: torch.Generator, window: int = 0) -> list[float]:
     """θ-step for one group: weighted regression of π's means onto the targets by BPTT.
 
     Minimises ``Σ_t w_t (μ^π(o^j_{≤t}) − target_t^j)^2 / 2`` over minibatches of coordinate
@@ -333,6 +357,10 @@ def train_policy(policy: LSTMPolicy, group_id: int, O: torch.Tensor, target: np.
     Args:
         O: observations ``(T, M, 3)``.
         target: ``(M, T)``; weight: ``(T,)`` (normalised ν_t/G_t).
+        window: 0 back-propagates through whole sequences; ``W > 0`` trains on windows of
+            ``W`` steps (truncated BPTT) that start from π's memory at the window's start,
+            computed once per call with the weights at the start of the call (a
+            cost-saving approximation: the memory goes slightly stale during the call).
     """
     params = policy.group_parameters(group_id)
     opt = torch.optim.Adam(params, lr=lr)
@@ -341,12 +369,23 @@ def train_policy(policy: LSTMPolicy, group_id: int, O: torch.Tensor, target: np.
     scale = float(policy.output_scale[group_id])
     tgt = torch.as_tensor(target.T / scale, dtype=torch.float32)  # (T, M)
     w = torch.as_tensor(weight, dtype=torch.float32)[:, None]
-    M = O.shape[1]
+    T, M = O.shape[0], O.shape[1]
+    windowed = 0 < window < T
+    if windowed:
+        h_all, c_all = _window_memory(policy, O, group_id, window)
+        n_win = h_all.shape[0]
     losses = []
     for _ in range(steps):
         sel = torch.randint(0, M, (min(batch, M),), generator=gen)
-        pred = policy.forward_sequence(O[:, sel], group_id) / scale
-        loss = 0.5 * (w * (pred - tgt[:, sel]) ** 2).mean()
+        if windowed:
+            k = int(torch.randint(0, n_win, (1,), generator=gen))
+            ts = slice(k * window, min(T, (k + 1) * window))
+            pred = policy.forward_sequence(O[ts, sel], group_id,
+                                           (h_all[k, sel], c_all[k, sel])) / scale
+            loss = 0.5 * (w[ts] * (pred - tgt[ts][:, sel]) ** 2).mean()
+        else:
+            pred = policy.forward_sequence(O[:, sel], group_id) / scale
+            loss = 0.5 * (w * (pred - tgt[:, sel]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)
@@ -413,7 +452,7 @@ class ConvolutionalGPS:
             target = self.groups[gid].psi.mean(gs.X)  # ψ0's mean actions (M, T, 1)
             losses = train_policy(self.policy, gid, gs.O, target[..., 0], np.ones(T),
                                   cfg.pretrain_steps, cfg.policy_batch, cfg.policy_lr,
-                                  cfg.policy_clip, self.torch_gen)
+                                  cfg.policy_clip, self.torch_gen, cfg.policy_window)
             pre[self.problem.groups[gid].name] = losses[-1] if losses else float("nan")
         info = {"teacher_cost": float(np.nanmean(samples.true_loss[:, 1:].sum(1))),
                 "pretrain_loss": pre, "wall_init": time.perf_counter() - t0}
@@ -462,7 +501,8 @@ class ConvolutionalGPS:
                     # weight of step t in the regression: ν_t G_t⁻¹, normalised as in GPS
                     w_t = badmm.normalize_weights(tg.weight * tg.precision[:, 0, 0])
                     train_policy(self.policy, gid, gs.O, tg.mean[..., 0], w_t, cfg.policy_steps,
-                                 cfg.policy_batch, cfg.policy_lr, cfg.policy_clip, self.torch_gen)
+                                 cfg.policy_batch, cfg.policy_lr, cfg.policy_clip, self.torch_gen,
+                                 cfg.policy_window)
                     gv.pi_cov = badmm.closed_form_pi_cov(gv.psi, gv.nu).item()
                     pi_lin, mu_pi = _fit_pi(self.policy, gs, gid, gv.pi_cov, cfg, self.np_rng)
                     t_pol += time.perf_counter() - ts

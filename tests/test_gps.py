@@ -140,3 +140,29 @@ def test_diverged_samples_are_dropped_and_total_failure_is_reported():
 
     with pytest.raises(GPSNumericalError, match="non-finite"):
         rollout(P, cost, 5, 2, all_nan, FeatureConfig(), torch.Generator().manual_seed(0), stored)
+
+
+def test_windowed_memory_matches_full_sequence():
+    from l2o.gps import _window_memory
+    from l2o.policy import LSTMPolicy
+
+    policy = LSTMPolicy(PolicyConfig(hidden_size=6), generator=torch.Generator().manual_seed(0))
+    O = torch.randn(23, 5, 3, generator=torch.Generator().manual_seed(1))
+    h_all, c_all = _window_memory(policy, O, 1, window=5, chunk=2)
+    full = policy.forward_sequence(O, 1).detach()
+    for k in range(h_all.shape[0]):
+        ts = slice(5 * k, min(23, 5 * (k + 1)))
+        part = policy.forward_sequence(O[ts], 1, (h_all[k], c_all[k])).detach()
+        torch.testing.assert_close(part, full[ts], rtol=1e-5, atol=1e-6)
+
+
+def test_windowed_policy_training_reduces_regression_loss():
+    from l2o.gps import train_policy
+    from l2o.policy import LSTMPolicy
+
+    policy = LSTMPolicy(PolicyConfig(hidden_size=8), generator=torch.Generator().manual_seed(0))
+    O = torch.randn(30, 40, 3, generator=torch.Generator().manual_seed(2))
+    target = (0.5 * O[..., 1]).T.numpy()  # a step proportional to the gradient feature
+    losses = train_policy(policy, 0, O, target, np.ones(30), steps=150, batch=16, lr=1e-2,
+                          clip=1.0, gen=torch.Generator().manual_seed(3), window=10)
+    assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
