@@ -163,7 +163,8 @@ def _psi_tables(problem: MLPProblem, psis: list[lqg.LinearGaussianPolicy], dtype
 
 def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
             act: Callable, feature_config: FeatureConfig, gen: torch.Generator,
-            stored: list[np.ndarray] | None = None, need_states: bool = True):
+            stored: list[np.ndarray] | None = None, need_states: bool = True,
+            x0: torch.Tensor | None = None, streams: torch.Tensor | None = None):
     """Roll out a per-coordinate policy for ``horizon`` steps on ``n`` trajectories.
 
     Args:
@@ -172,12 +173,15 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
         stored: per group, the coordinates whose states, actions, observations and
             true-objective gradients are recorded.
         need_states: compute Φ (ψ needs it; π only needs Ψ).
+        x0: initial iterates ``(n, dim)`` (default: drawn from ``D`` with ``gen``).
+        streams: minibatch indices ``(horizon, n, B)`` (default: drawn with ``gen``);
+            with ``x0`` this replays exactly the runs of :func:`l2o.experiments.train`.
 
     Returns:
         :class:`Samples` (``groups`` empty when ``stored`` is None).
     """
     D = problem.dim
-    x = problem.init(gen, n)
+    x = problem.init(gen, n) if x0 is None else x0.clone()
     tracker = StateTracker(n, D, feature_config, dtype=problem.dtype)
     T = horizon
     rec = stored is not None
@@ -194,7 +198,7 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
     pstate = None
     alive = torch.ones(n, dtype=torch.bool)
     for t in range(T):
-        idx = problem.sample_indices(gen, n)
+        idx = problem.sample_indices(gen, n) if streams is None else streams[t]
         f_hat, g_hat = problem.minibatch_loss_and_grad(x, idx)
         if rec:
             f_true, g_true = cost(x, with_grad=True)

@@ -1,0 +1,71 @@
+"""The learned optimizers as just more optimizers for the experiments.
+
+Runs Predicted Step Descent (π of :mod:`l2o.gps`) and the L2L baseline
+(:mod:`l2o.l2l`) on an objective from exactly the initial iterates and minibatch
+streams that :func:`l2o.experiments.train` gives every hand-engineered optimizer for
+the same seed, and returns :class:`l2o.experiments.RunResult` objects, so that tables
+and figures treat all nine optimizers alike.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from l2o import experiments
+from l2o.features import FeatureConfig
+from l2o.gps import CostProblem, pi_actor, rollout
+from l2o.policy import LSTMPolicy
+from l2o.problems import MLPProblem
+
+
+def _streams(problem: MLPProblem, seeds: Sequence[int], horizon: int):
+    x0 = torch.stack([experiments.initial_iterate(problem, s) for s in seeds])
+    idx = torch.stack([experiments.minibatch_stream(problem, s, horizon) for s in seeds], 1)
+    return x0, idx  # (n, dim), (T, n, B)
+
+
+def _results(name, curves, mb, seeds, problem, horizon, wall, hparams) -> list:
+    out = []
+    f0 = curves[:, 0]
+    for i, s in enumerate(seeds):
+        curve, mbl = curves[i].copy(), mb[i].copy()
+        bad = ~np.isfinite(curve) | (curve > experiments.DIVERGENCE_FACTOR * f0[i])
+        at = int(np.argmax(bad)) if bad.any() else None
+        if at is not None:
+            curve[at:] = np.nan
+            mbl[at:] = np.nan
+        out.append(experiments.RunResult(
+            true_loss=curve, minibatch_loss=mbl, optimizer=name, hparams=dict(hparams),
+            seed=int(s), problem=experiments.describe_problem(problem), horizon=horizon,
+            wall_time=wall, diverged=at is not None, diverged_at=at, batched=len(seeds)))
+    return out
+
+
+def evaluate_psd(problem: MLPProblem, policy: LSTMPolicy, seeds: Sequence[int], horizon: int,
+                 feature_config: FeatureConfig = FeatureConfig(), label: str = "psd"):
+    """Predicted Step Descent (π's mean step, no noise) on ``seeds``: list of RunResult."""
+    x0, idx = _streams(problem, seeds, horizon)
+    t0 = time.perf_counter()
+    s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds),
+                pi_actor(problem, policy), feature_config, torch.Generator(), None,
+                need_states=False, x0=x0, streams=idx)
+    return _results(label, s.true_loss, s.minibatch_loss, seeds, problem, horizon,
+                    time.perf_counter() - t0, {})
+
+
+def evaluate_l2l(problem: MLPProblem, net, seeds: Sequence[int], horizon: int,
+                 label: str = "l2l"):
+    """The L2L optimizer on ``seeds``: list of RunResult (same streams as the baselines)."""
+    from l2o import l2l
+
+    x0, idx = _streams(problem, seeds, horizon)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = l2l.rollout(net, problem, x0.to(problem.dtype), idx, true_loss=True)
+    f = out["true_loss"].double().numpy()
+    mb = out["minibatch_loss"].double().numpy()
+    return _results(label, f, mb, seeds, problem, horizon, time.perf_counter() - t0, {})
