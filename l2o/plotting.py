@@ -390,3 +390,16 @@ def figure_panels(curves_by_panel: Mapping[str, Mapping[str, Any]],
     if suptitle:
         fig.suptitle(suptitle)
     return fig, axes, summaries
+
+
+# ------------------------------------------------------------------ numbers in prose
+def sig(value, digits: int = 4) -> float:
+    """A plain float rounded to ``digits`` significant digits (for ``glue`` and prints)."""
+    return float(f"{float(value):.{digits}g}")
+
+
+def sci(value, digits: int = 2) -> str:
+    """A number as text in the form '3.0 × 10⁻⁵' (for ``glue``)."""
+    mantissa, exponent = f"{float(value):.{digits - 1}e}".split("e")
+    sup = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+    return f"{mantissa} × 10{str(int(exponent)).translate(sup)}"

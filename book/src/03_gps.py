@@ -52,22 +52,9 @@ from myst_nb import glue
 
 from l2o import badmm, lqg
 from l2o.gps import GPSConfig
-from l2o.plotting import METHOD_STYLE, use_style
+from l2o.plotting import METHOD_STYLE, sci, sig, use_style
 
 use_style()
-
-# %%
-def sig(value, digits=4):
-    """A plain float rounded to significant digits (for glue and prints)."""
-    return float(f"{float(value):.{digits}g}")
-
-
-def sci(value, digits=2):
-    """A number as text in the form '3.0 × 10⁻⁵' (for glue)."""
-    mantissa, exponent = f"{float(value):.{digits - 1}e}".split("e")
-    sup = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-    return f"{mantissa} × 10{str(int(exponent)).translate(sup)}"
-
 
 # %%
 # The typed configuration: GPSConfig validates the values and supplies the

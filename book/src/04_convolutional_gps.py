@@ -65,23 +65,10 @@ from l2o import data, lqg
 from l2o.features import FeatureConfig, StateTracker, literal_state
 from l2o.gps import ConvolutionalGPS, GPSConfig
 from l2o.policy import LSTMPolicy, PolicyConfig
-from l2o.plotting import METHOD_STYLE, use_style
+from l2o.plotting import METHOD_STYLE, sci, sig, use_style
 
 use_style()
 torch.set_num_threads(1)  # float results depend on the thread count
-
-# %%
-def sig(value, digits=4):
-    """A plain float rounded to significant digits (for glue and prints)."""
-    return float(f"{float(value):.{digits}g}")
-
-
-def sci(value, digits=2):
-    """A number as text in the form '2.2 × 10⁹' (for glue)."""
-    mantissa, exponent = f"{float(value):.{digits - 1}e}".split("e")
-    sup = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-    return f"{mantissa} × 10{str(int(exponent)).translate(sup)}"
-
 
 # %%
 # The typed configuration of the three parts of the chapter.
