@@ -142,7 +142,7 @@ def closed_form_pi_cov(policy: LinearGaussianPolicy, nu: np.ndarray | float,
     Returns:
         Σ^π ``(dU, dU)``.
     """
-    T, dU = policy.T, policy.dU
+    T = policy.T
     nu = np.broadcast_to(np.asarray(nu, dtype=np.float64), (T,))
     P = policy.inv_cov
     if variant == "weighted":

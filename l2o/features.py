@@ -384,7 +384,6 @@ class StateTracker:
                                  f"on {self._x.device}")
         out[..., 0] = self._x
         q = t // S   # number of whole strides available: t − Sk ≥ 0  ⇔  k ≤ q
-        r = t % S
 
         # Objective, F_i for i < min(H, q): both indices t−Si, t−S(i+1) are ≥ 0.
         nF = min(H, q)

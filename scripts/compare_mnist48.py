@@ -16,7 +16,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from l2o import experiments, l2l

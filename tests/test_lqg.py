@@ -71,7 +71,7 @@ def brute_force_qp(dyn, fcost, w, x_start, t0):
 
 
 def mean_rollout(dyn, policy, x0):
-    T, dX = policy.T, policy.dX
+    T = policy.T
     x, us = np.array(x0, dtype=float), []
     for t in range(T):
         u = policy.K[t] @ x + policy.k[t]
