@@ -12,6 +12,7 @@ so a new meta-training run never reuses stale curves.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 from pathlib import Path
@@ -97,3 +98,87 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------- reading a figure's tables
+def rank_of(table: list[dict], method: str) -> int:
+    """Rank of ``method`` in one panel's :func:`~l2o.experiments.summary_table`."""
+    return next(r["rank"] for r in table if r["optimizer"] == method)
+
+
+def row_of(table: list[dict], method: str) -> dict:
+    """The row of ``method`` in one panel's summary table."""
+    return next(r for r in table if r["optimizer"] == method)
+
+
+def best_method(table: list[dict]) -> str:
+    """The method ranked first in one panel."""
+    return min(table, key=lambda r: r["rank"])["optimizer"]
+
+
+def hand_engineered_order(table: list[dict]) -> list[str]:
+    """The seven hand-engineered methods of one panel, best first."""
+    return [r["optimizer"] for r in sorted(table, key=lambda r: r["rank"])
+            if r["optimizer"] not in ("psd", "l2l")]
+
+
+def verdict(n_hold: int, n_panels: int) -> str:
+    """'reproduced' / 'partly reproduced' / 'not reproduced' from panels where a claim holds."""
+    return ("reproduced" if n_hold == n_panels
+            else "partly reproduced" if n_hold else "not reproduced")
+
+
+# ------------------------------------------------------------------ figure chapters
+@dataclasses.dataclass
+class FigureData:
+    """Everything a figure chapter shows: setting, runs and per-panel tables."""
+
+    figure: int
+    setting: dict
+    seeds: list
+    datasets: list
+    names: dict        # dataset -> display name (says which faces dataset was used)
+    results: dict      # dataset -> [RunResult, ...] of all nine optimizers
+    tables: dict       # dataset -> summary_table rows
+
+
+def load_figure(figure: int, n_seeds: int = 5, horizon: int = 0,
+                results_dir: str = "results/grid", learned_dir: str = "results/learned",
+                workers: int = 2) -> FigureData:
+    """Run (or read from the caches) all nine optimizers for one figure of the paper.
+
+    ``horizon = 0`` keeps the figure's horizon; relative folders are taken from the
+    repository root.
+    """
+    from l2o import data
+
+    root = experiments.ROOT
+    setting = dict(experiments.FIGURES[figure])
+    if horizon:
+        setting["horizon"] = int(horizon)
+    seeds = list(range(n_seeds))
+    datasets = list(experiments.FIGURE_DATASETS)
+    names = {d: data.prepare(d, setting["n_in"]).display_name for d in datasets}
+    res = figure_results(figure, seeds, datasets, horizon=setting["horizon"],
+                         results_dir=root / results_dir, learned_dir=root / learned_dir,
+                         workers=workers)
+    tables = {d: experiments.summary_table(runs) for d, runs in res.items()}
+    return FigureData(figure, setting, seeds, datasets, names, res, tables)
+
+
+def plot_figure(fd: FigureData):
+    """The paper's three-panel layout for ``fd``; returns ``(fig, axes, summaries)``."""
+    from l2o.plotting import figure_panels
+
+    curves = {d: {} for d in fd.datasets}
+    for d, runs in fd.results.items():
+        for r in runs:
+            curves[d].setdefault(r.optimizer, []).append(r)
+    titles = [f"({chr(97 + i)}) {fd.names[d]}" for i, d in enumerate(fd.datasets)]
+    return figure_panels(curves, titles=titles)
+
+
+def tables_markdown(fd: FigureData) -> str:
+    """One summary table per panel, as Markdown."""
+    return "\n\n".join(f"**{fd.names[d]}**\n\n" + experiments.format_summary(fd.tables[d])
+                       for d in fd.datasets)

@@ -25,3 +25,14 @@ def test_learned_cache_is_keyed_by_policy_file(tmp_path, data_dir):
     save_policy(f, policy, FeatureConfig())
     figures.learned_results("psd", "faces", setting, [0], f, tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+
+
+def test_table_readers_and_verdict():
+    table = [{"optimizer": "adam", "rank": 2}, {"optimizer": "psd", "rank": 1},
+             {"optimizer": "sgd", "rank": 3}, {"optimizer": "l2l", "rank": 4}]
+    assert figures.rank_of(table, "sgd") == 3
+    assert figures.best_method(table) == "psd"
+    assert figures.hand_engineered_order(table) == ["adam", "sgd"]
+    assert figures.row_of(table, "l2l")["rank"] == 4
+    assert [figures.verdict(k, 3) for k in (3, 1, 0)] == [
+        "reproduced", "partly reproduced", "not reproduced"]

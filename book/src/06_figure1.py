@@ -34,41 +34,23 @@ results_dir = "results/grid"  # baseline run cache, relative to the repository r
 learned_dir = "results/learned"  # PSD and L2L run cache
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from l2o import data, experiments, figures
-from l2o.plotting import figure_panels, use_style
+from l2o import figures
+from l2o.plotting import use_style
 
 use_style()
 torch.set_num_threads(1)  # float results depend on the thread count
-root = experiments.ROOT
-setting = dict(experiments.FIGURES[figure])
-if horizon:
-    setting["horizon"] = horizon
-seeds = list(range(n_seeds))
-datasets = list(experiments.FIGURE_DATASETS)
-names = {d: data.prepare(d, setting["n_in"]).display_name for d in datasets}
-print(setting, "seeds", seeds)
-
-# %%
-res = figures.figure_results(
-    figure, seeds, datasets, horizon=setting["horizon"],
-    results_dir=root / results_dir, learned_dir=root / learned_dir, workers=workers)
-tables = {d: experiments.summary_table(runs) for d, runs in res.items()}
+fd = figures.load_figure(figure, n_seeds, horizon, results_dir, learned_dir, workers)
+datasets, names, tables = fd.datasets, fd.names, fd.tables
+print(fd.setting, "seeds", fd.seeds)
 
 # %% mystnb={"figure": {"caption": "All nine optimizers on 48-48 nets with minibatch 64: the true objective (full training loss) against the iteration, median over seeds with the interquartile band. (a) FER2013, the stand-in for TFD; (b) CIFAR-10; (c) CIFAR-100 (class-balanced subsets).", "name": "fig-figure1"}}
-curves = {d: {} for d in datasets}
-for d, runs in res.items():
-    for r in runs:
-        curves[d].setdefault(r.optimizer, []).append(r)
-titles = [f"({chr(97 + i)}) {names[d]}" for i, d in enumerate(datasets)]
-fig, axes, summaries = figure_panels(curves, titles=titles)
+fig, axes, summaries = figures.plot_figure(fd)
 plt.show()
 
 # %% [markdown]
@@ -79,32 +61,21 @@ plt.show()
 # diverged seed counts as $+\infty$).
 
 # %% mystnb={"markdown_format": "myst"}
-for d in datasets:
-    display(Markdown(f"**{names[d]}**\n\n" + experiments.format_summary(tables[d])))
+display(Markdown(figures.tables_markdown(fd)))
 
 # %% [markdown]
 # ## Verdicts on the paper's claims
 
 # %%
-def rank(d, method):
-    return next(r["rank"] for r in tables[d] if r["optimizer"] == method)
-
-
-def best(d):
-    return min(tables[d], key=lambda r: r["rank"])["optimizer"]
-
-
-psd_ranks = [rank(d, "psd") for d in datasets]
+psd_ranks = [figures.rank_of(tables[d], "psd") for d in datasets]
 n_first = sum(r == 1 for r in psd_ranks)
-verdict_psd = ("reproduced" if n_first == len(datasets)
-               else "partly reproduced" if n_first else "not reproduced")
-winners = sorted({best(d) for d in datasets})
-final = {d: {r["optimizer"]: r["final_mean"] for r in tables[d]} for d in datasets}
+verdict_psd = figures.verdict(n_first, len(datasets))
+winners = sorted({figures.best_method(tables[d]) for d in datasets})
 faces = datasets[0]
-l2l_gap_faces = final[faces]["l2l"] - min(final[faces].values())
-l2l_cifar = [rank(d, "l2l") for d in datasets[1:]]
-orders = {d: [r["optimizer"] for r in sorted(tables[d], key=lambda r: r["rank"])
-              if r["optimizer"] not in ("psd", "l2l")] for d in datasets}
+finals = [r["final_mean"] for r in tables[faces]]
+l2l_gap_faces = figures.row_of(tables[faces], "l2l")["final_mean"] - np.nanmin(finals)
+l2l_cifar = [figures.rank_of(tables[d], "l2l") for d in datasets[1:]]
+orders = {d: figures.hand_engineered_order(tables[d]) for d in datasets}
 n_orders = len({tuple(o) for o in orders.values()})
 glue("f1_n_orders", n_orders, display=False)
 top3_same = len({tuple(o[:3]) for o in orders.values()}) == 1
@@ -115,7 +86,8 @@ glue("f1_verdict_psd", verdict_psd, display=False)
 glue("f1_winners", ", ".join(winners), display=False)
 glue("f1_l2l_cifar", ", ".join(str(r) for r in l2l_cifar), display=False)
 glue("f1_l2l_gap", round(float(l2l_gap_faces), 3), display=False)
-print("PSD ranks:", psd_ranks, "| best per dataset:", [best(d) for d in datasets])
+print("PSD ranks:", psd_ranks, "| best per dataset:",
+      [figures.best_method(tables[d]) for d in datasets])
 print("L2L ranks on CIFAR:", l2l_cifar, "| L2L final gap on faces:",
       round(float(l2l_gap_faces), 3))
 for d in datasets:
