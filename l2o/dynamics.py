@@ -90,6 +90,36 @@ def _mean_cov(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, 0.5 * (S + S.T)
 
 
+def _fit_conditional(points_at, T: int, n_in: int, N: int, prior, regularization: float,
+                     relative: bool):
+    """Per step, a joint Gaussian over ``Y_t = [z_t, y_t]`` conditioned on ``z_t``.
+
+    The covariance of each step gets the NIW prior (if any) and a ridge on its ``z``
+    block; conditioning gives the linear-Gaussian map ``y = F z + f + noise``.
+
+    Args:
+        points_at: ``t -> (N, n_in + n_out)`` rows ``[z, y]`` of step ``t``.
+
+    Returns:
+        ``F (T, n_out, n_in)``, ``f (T, n_out)``, noise covariance ``S (T, n_out, n_out)``.
+    """
+    mus, covs = [], []
+    for t in range(T):
+        Y = points_at(t)
+        mu, S = _mean_cov(Y)
+        if prior is not None:
+            S = _niw_map_cov(mu, S, N, prior.eval(Y, t))
+        mus.append(mu)
+        covs.append(S)
+    mus, covs = np.stack(mus), np.stack(covs)
+    _add_ridge(covs, slice(0, n_in), regularization, relative)
+    Szz, Szy = covs[:, :n_in, :n_in], covs[:, :n_in, n_in:]
+    F = np.swapaxes(np.linalg.solve(Szz, Szy), 1, 2)
+    f = mus[:, n_in:] - np.einsum("tij,tj->ti", F, mus[:, :n_in])
+    S = covs[:, n_in:, n_in:] - F @ Szy                  # Σ_yy − F Σ_zz Fᵀ
+    return F, f, 0.5 * (S + np.swapaxes(S, 1, 2))
+
+
 def dynamics_points(X: np.ndarray, U: np.ndarray, index: tuple[np.ndarray, np.ndarray] | None = None
                     ) -> np.ndarray:
     """Transition points [x_t, u_t, x_{t+1}] ``(M, 2dX+dU)``.
@@ -450,20 +480,9 @@ def fit_dynamics(X: np.ndarray, U: np.ndarray, prior: NIWPrior | None = None,
     N, dX, dU = X.shape[0], X.shape[2], U.shape[2]
     n = dX + dU
     n_trans = X.shape[1] - 1
-    mus = np.empty((n_trans, n + dX))
-    covs = np.empty((n_trans, n + dX, n + dX))
-    for t in range(n_trans):
-        Y = np.concatenate([X[:, t], U[:, t], X[:, t + 1]], axis=1)
-        mu, S = _mean_cov(Y)
-        if prior is not None:
-            S = _niw_map_cov(mu, S, N, prior.eval(Y, t))
-        mus[t], covs[t] = mu, S
-    _add_ridge(covs, slice(0, n), regularization, relative_regularization)
-    Szz, Szy = covs[:, :n, :n], covs[:, :n, n:]
-    Fm_fit = np.swapaxes(np.linalg.solve(Szz, Szy), 1, 2)          # (n_trans, dX, n)
-    fv_fit = mus[:, n:] - np.einsum("tij,tj->ti", Fm_fit, mus[:, :n])
-    W_fit = covs[:, n:, n:] - Fm_fit @ Szy                          # Σ_yy − Fm Σ_zz Fmᵀ
-    W_fit = 0.5 * (W_fit + np.swapaxes(W_fit, 1, 2))
+    Fm_fit, fv_fit, W_fit = _fit_conditional(
+        lambda t: np.concatenate([X[:, t], U[:, t], X[:, t + 1]], axis=1), n_trans, n, N,
+        prior, regularization, relative_regularization)
     Fm = np.zeros((T, dX, n))
     fv = np.zeros((T, dX))
     W = np.zeros((T, dX, dX))
@@ -515,20 +534,8 @@ def fit_linear_gaussian_policy(X: np.ndarray, U_pi: np.ndarray, prior: NIWPrior 
     if X.ndim != 3 or X.shape[0] != N or X.shape[1] < T:
         raise ValueError(f"X {X.shape} does not match U_pi {U_pi.shape}")
     dX = X.shape[2]
-    mus = np.empty((T, dX + dU))
-    covs = np.empty((T, dX + dU, dX + dU))
-    for t in range(T):
-        Y = np.concatenate([X[:, t], U_pi[:, t]], axis=1)
-        mu, S = _mean_cov(Y)
-        if prior is not None:
-            S = _niw_map_cov(mu, S, N, prior.eval(Y, t))
-        mus[t], covs[t] = mu, S
-    _add_ridge(covs, slice(0, dX), regularization, relative_regularization)
-    Sxx, Sxu = covs[:, :dX, :dX], covs[:, :dX, dX:]
-    K = np.swapaxes(np.linalg.solve(Sxx, Sxu), 1, 2)              # (T, dU, dX)
-    k = mus[:, dX:] - np.einsum("tux,tx->tu", K, mus[:, :dX])
-    S = covs[:, dX:, dX:] - K @ Sxu
-    S = 0.5 * (S + np.swapaxes(S, 1, 2))
+    K, k, S = _fit_conditional(lambda t: np.concatenate([X[:, t], U_pi[:, t]], axis=1), T,
+                               dX, N, prior, regularization, relative_regularization)
     pc = np.asarray(pi_cov, dtype=np.float64)
     if pc.ndim == 0:
         pc = pc * np.eye(dU)
