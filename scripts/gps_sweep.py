@@ -74,7 +74,8 @@ def run_variant(args):
         best = (out["pi0_val"], {k: v.clone() for k, v in gps.policy.state_dict().items()}, -1)
         while gps.iteration < cfg.num_iterations and time.time() - t0 < budget:
             d = gps.iterate()
-            out["iters"].append({"psi": d["psi_cost"], "pi": d["pi_cost"], "wall": d["wall"],
+            out["iters"].append({"psi": d["psi_cost"], "psi_mean": d.get("psi_mean_cost"),
+                                 "pi": d["pi_cost"], "wall": d["wall"],
                                  "groups": {g: {k: v for k, v in gd.items()}
                                             for g, gd in d["groups"].items()}})
             if d["pi_cost"] < best[0]:
