@@ -5,14 +5,14 @@
 # ## Overview
 #
 # The paper's third test asks how the learned optimizer copes with noisier
-# gradients: the nets of {doc}`06_figure1` (48 inputs, 48 hidden units), but
+# gradients: the nets of {doc}`07_figure1` (48 inputs, 48 hidden units), but
 # minibatches of 10 instead of the 64 used in meta-training, for 400 iterations.
 # It claims that Predicted Step Descent (PSD) "still outperforms all other
 # algorithms" and handles the extra noise "fairly well", while conjugate gradient
 # and L2L struggle: on TFD "both diverged", on CIFAR-10 "both were progressing
 # slowly towards the optimum".
 #
-# Everything else is as in {doc}`06_figure1`: the same optimizers, tuned once on
+# Everything else is as in {doc}`07_figure1`: the same optimizers, tuned once on
 # MNIST-48 at minibatch 64 and frozen; the same cut-budget PSD, which does not beat
 # its teacher on its own training objective ({doc}`05_does_gps_learn`); FER2013 in
 # place of TFD; class-balanced CIFAR subsets.
