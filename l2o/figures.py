@@ -16,8 +16,9 @@ import dataclasses
 import hashlib
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from l2o import experiments, l2l
@@ -144,11 +145,13 @@ class FigureData:
 
 def load_figure(figure: int, n_seeds: int = 5, horizon: int = 0,
                 results_dir: str = "results/grid", learned_dir: str = "results/learned",
-                workers: int = 2) -> FigureData:
+                workers: int = 2, datasets: Sequence[str] | None = None) -> FigureData:
     """Run (or read from the caches) all nine optimizers for one figure of the paper.
 
     ``horizon = 0`` keeps the figure's horizon; relative folders are taken from the
-    repository root.
+    repository root. ``datasets`` picks a subset of the panels (default: all of
+    :data:`l2o.experiments.FIGURE_DATASETS`, in that order), e.g. to continue a figure
+    beyond its horizon on fewer datasets.
     """
     from l2o import data
 
@@ -157,7 +160,7 @@ def load_figure(figure: int, n_seeds: int = 5, horizon: int = 0,
     if horizon:
         setting["horizon"] = int(horizon)
     seeds = list(range(n_seeds))
-    datasets = list(experiments.FIGURE_DATASETS)
+    datasets = list(experiments.FIGURE_DATASETS if datasets is None else datasets)
     names = {d: data.prepare(d, setting["n_in"]).display_name for d in datasets}
     res = figure_results(figure, seeds, datasets, horizon=setting["horizon"],
                          results_dir=root / results_dir, learned_dir=root / learned_dir,
@@ -166,8 +169,12 @@ def load_figure(figure: int, n_seeds: int = 5, horizon: int = 0,
     return FigureData(figure, setting, seeds, datasets, names, res, tables)
 
 
-def plot_figure(fd: FigureData):
-    """The paper's three-panel layout for ``fd``; returns ``(fig, axes, summaries)``."""
+def plot_figure(fd: FigureData, **panel_kw):
+    """The paper's three-panel layout for ``fd``; returns ``(fig, axes, summaries)``.
+
+    ``panel_kw`` goes to :func:`l2o.plotting.figure_panels` (e.g. ``figsize`` for a
+    figure with fewer panels).
+    """
     from l2o.plotting import figure_panels
 
     curves = {d: {} for d in fd.datasets}
@@ -175,10 +182,160 @@ def plot_figure(fd: FigureData):
         for r in runs:
             curves[d].setdefault(r.optimizer, []).append(r)
     titles = [f"({chr(97 + i)}) {fd.names[d]}" for i, d in enumerate(fd.datasets)]
-    return figure_panels(curves, titles=titles)
+    return figure_panels(curves, titles=titles, **panel_kw)
 
 
 def tables_markdown(fd: FigureData) -> str:
     """One summary table per panel, as Markdown."""
     return "\n\n".join(f"**{fd.names[d]}**\n\n" + experiments.format_summary(fd.tables[d])
                        for d in fd.datasets)
+
+
+# --------------------------------------------------------- reading a figure's curves
+# The figure runs evaluate the true objective at every iterate (``eval_every = 1``), so
+# a curve's index is its iteration t = 0..T.
+def curves_of(fd: FigureData, dataset: str, method: str) -> np.ndarray:
+    """``(n_seeds, T+1)`` true-objective curves of one method on one panel.
+
+    A diverged seed is NaN from its divergence on, as :func:`l2o.experiments.train`
+    records it.
+    """
+    rows = [np.asarray(r.true_loss, dtype=np.float64) for r in fd.results[dataset]
+            if r.optimizer == method]
+    if not rows:
+        raise KeyError(f"no runs of {method!r} on {dataset!r}")
+    return np.vstack(rows)
+
+
+def median_curves(fd: FigureData) -> dict[str, dict[str, np.ndarray]]:
+    """``{dataset: {method: (T+1,) median over seeds}}``, the lines of :func:`plot_figure`.
+
+    Diverged seeds count as ``+inf`` (:func:`l2o.plotting.summarize_curves`), so a
+    median is infinite once more than half of the seeds have diverged.
+    """
+    from l2o.plotting import summarize_curves
+
+    methods = {d: dict.fromkeys(r.optimizer for r in fd.results[d]) for d in fd.datasets}
+    return {d: {m: summarize_curves(curves_of(fd, d, m)).median for m in methods[d]}
+            for d in fd.datasets}
+
+
+def _window(curve, start: int, stop: int | None) -> np.ndarray:
+    curve = np.asarray(curve, dtype=np.float64)
+    return curve[..., start:None if stop is None else stop + 1]
+
+
+def oscillation(curves, start: int = 0, stop: int | None = None) -> float:
+    """How far a curve climbs back per iteration, on average, over ``start..stop``.
+
+    For one curve ``f_0..f_T``: the mean over ``start <= t < stop`` of the rises
+    ``max(f_{t+1} - f_t, 0)``, in units of the objective per iteration. A steady
+    descent scores 0; a curve that jitters scores the mean height of its upward
+    jumps, so the measure grows with the amplitude of the oscillation (unlike the
+    share of steps that go up, which sits near one half for any noisy curve that
+    has stopped making progress). Compare values within one panel (one objective):
+    different datasets have different objective scales. Steps touching a
+    non-finite value (a diverged run) are left out.
+
+    Args:
+        curves: ``(T+1,)`` one curve, or ``(n_seeds, T+1)``.
+        start, stop: first and last iteration of the window (``stop=None``: to the end).
+
+    Returns:
+        The mean rise of one curve; for several, the median over the seeds. NaN
+        when the window has no finite step.
+    """
+    window = np.atleast_2d(_window(curves, start, stop))
+    rises = []
+    for row in window:
+        step = np.diff(row)
+        step = step[np.isfinite(step)]
+        rises.append(np.clip(step, 0.0, None).mean() if step.size else np.nan)
+    rises = np.asarray(rises)
+    if np.all(np.isnan(rises)):
+        return float("nan")
+    return float(np.nanmedian(rises))
+
+
+def trend(curve, start: int = 0, stop: int | None = None) -> float:
+    """Least-squares slope of one curve over iterations ``start..stop`` (per iteration).
+
+    Positive: the objective drifts upward over the window (a slow divergence);
+    negative: it still descends. Non-finite values are left out; NaN with fewer than
+    two finite points.
+    """
+    y = _window(curve, start, stop)
+    t = np.arange(start, start + y.size, dtype=np.float64)
+    keep = np.isfinite(y)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(t[keep], y[keep], 1)[0])
+
+
+def lead_from(medians: Mapping[str, np.ndarray], method: str) -> int | None:
+    """First iteration from which ``method``'s curve is the lowest of all, to the end.
+
+    ``medians`` maps each method to one curve over the same iterations (e.g. a panel of
+    :func:`median_curves`); ties count as leading, non-finite values as ``+inf``.
+    Returns None when ``method`` is not the lowest at the last iteration.
+    """
+    own = np.asarray(medians[method], dtype=np.float64)
+    others = [np.asarray(c, dtype=np.float64) for m, c in medians.items() if m != method]
+    if not others:
+        return 0
+    own = np.where(np.isfinite(own), own, np.inf)
+    best_other = np.min([np.where(np.isfinite(c), c, np.inf) for c in others], axis=0)
+    leads = own <= best_other
+    if not leads[-1]:
+        return None
+    behind = np.flatnonzero(~leads)
+    return int(behind[-1] + 1) if behind.size else 0
+
+
+def rank_at(medians: Mapping[str, np.ndarray], method: str, step: int) -> int:
+    """Place (1 = lowest) of ``method``'s curve among all curves at iteration ``step``.
+
+    Non-finite values count as ``+inf``; ties share the better place.
+    """
+    def value(c):
+        v = float(np.asarray(c, dtype=np.float64)[step])
+        return v if np.isfinite(v) else np.inf
+
+    own = value(medians[method])
+    return 1 + sum(value(c) < own for m, c in medians.items() if m != method)
+
+
+def margin_over(table: list[dict], method: str = "psd", key: str = "final_mean",
+                others: Sequence[str] | None = None) -> float:
+    """How far ``method`` is below the best of ``others`` in one panel's summary table.
+
+    ``best(others)[key] - method[key]``: positive when ``method`` is at or below every
+    other (lower objective is better), negative by how much it trails the best one.
+    ``others`` defaults to every other method of the table; pass
+    :func:`hand_engineered_order` of the table to compare with the seven
+    hand-engineered methods only. Methods whose value is NaN (every seed diverged) are
+    skipped among the others; NaN if ``method``'s own value is NaN or no other remains.
+    """
+    names = [r["optimizer"] for r in table if r["optimizer"] != method] \
+        if others is None else [m for m in others if m != method]
+    values = [row_of(table, m)[key] for m in names]
+    values = [v for v in values if np.isfinite(v)]
+    own = row_of(table, method)[key]
+    if not values or not np.isfinite(own):
+        return float("nan")
+    return float(min(values) - own)
+
+
+def seconds_per_step(fd: FigureData, dataset: str, method: str | None = None) -> float:
+    """Measured wall time per iteration of one panel's runs (all seeds together).
+
+    Sums ``wall_time / batched`` over the runs of ``method`` (all nine optimizers when
+    None), so seeds run together in one call are counted once, and divides by the
+    horizon. The times are those stored with the cached runs, i.e. of the machine and
+    load under which they were produced.
+    """
+    runs = [r for r in fd.results[dataset] if method is None or r.optimizer == method]
+    if not runs:
+        raise KeyError(f"no runs of {method!r} on {dataset!r}")
+    total = sum(r.wall_time / max(1, r.batched) for r in runs)
+    return float(total / max(1, fd.setting["horizon"]))

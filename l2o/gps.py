@@ -284,6 +284,62 @@ def teacher_actor(lr: float, momentum: float):
     return act
 
 
+# ------------------------------------------------------------------- what a policy does
+@dataclass
+class Trace:
+    """What a per-coordinate policy saw and did along ``N`` runs of ``T`` steps."""
+
+    obs: torch.Tensor       # (T, N, D, 3) observations Ψ_t
+    grad: torch.Tensor      # (T, N, D) minibatch gradients ∇f̂(x_t)
+    step: torch.Tensor      # (T, N, D) steps Δx_t returned by the policy
+    true_loss: np.ndarray   # (N, T+1) true objective f(x_t), t = 0..T
+
+
+def trace_rollout(problem: MLPProblem, act: Callable, feature_config: FeatureConfig,
+                  x0: torch.Tensor, streams: torch.Tensor,
+                  cost: CostProblem | None = None) -> Trace:
+    """:func:`rollout` from given iterates and minibatches, recording Ψ_t, ∇f̂(x_t) and Δx_t.
+
+    Args:
+        act: as for :func:`rollout` (:func:`pi_actor`, :func:`teacher_actor`, …); it is
+            called without state features (``s`` is None).
+        x0: initial iterates ``(N, D)`` (e.g. :func:`l2o.experiments.initial_iterate`).
+        streams: minibatch indices ``(T, N, B)``, row ``t`` used at step ``t``.
+        cost: the true objective ``f`` (default: the whole training set).
+
+    Returns:
+        :class:`Trace`; ``step`` holds the actions as ``act`` returned them (a
+        non-finite step, which :func:`rollout` replaces by zero, stays non-finite here).
+    """
+    obs, grad, step = [], [], []
+
+    def recording(t, s, o, g, state):
+        a, state = act(t, s, o, g, state)
+        obs.append(o.detach().clone())
+        grad.append(g.detach().clone())
+        step.append(a.detach().clone())
+        return a, state
+
+    cost = CostProblem(problem, 0, 0) if cost is None else cost
+    s = rollout(problem, cost, streams.shape[0], x0.shape[0], recording, feature_config,
+                torch.Generator(), None, need_states=False, x0=x0, streams=streams)
+    return Trace(torch.stack(obs), torch.stack(grad), torch.stack(step), s.true_loss)
+
+
+def effective_step_size(problem: MLPProblem, trace: Trace) -> np.ndarray:
+    """``|Δx_g| / |∇f̂_g|`` per step, run and coordinate group ``g``: ``(T, N, G)``.
+
+    The step length relative to the minibatch gradient: ``lr`` at every step for SGD
+    with step size ``lr``; for momentum it grows with the agreement of past gradients.
+    """
+    out = []
+    for g in problem.groups:
+        step = trace.step[..., g.start:g.stop].double()
+        grad = trace.grad[..., g.start:g.stop].double()
+        out.append((step.norm(dim=-1) / grad.norm(dim=-1)).numpy())
+    return np.stack(out, -1)
+
+
 # ---------------------------------------------------------------------- per-group state
 @dataclass
 class GroupVars:

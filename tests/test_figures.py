@@ -36,3 +36,137 @@ def test_table_readers_and_verdict():
     assert figures.row_of(table, "l2l")["rank"] == 4
     assert [figures.verdict(k, 3) for k in (3, 1, 0)] == [
         "reproduced", "partly reproduced", "not reproduced"]
+
+
+# ------------------------------------------------------------- curve measures
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from l2o.experiments import RunResult  # noqa: E402
+
+
+def _run(optimizer, curve, seed=0, dataset="toy"):
+    curve = np.asarray(curve, dtype=np.float64)
+    return RunResult(true_loss=curve, minibatch_loss=curve[:-1].copy(), optimizer=optimizer,
+                     hparams={}, seed=seed, horizon=curve.size - 1, wall_time=0.0,
+                     problem={"name": dataset, "architecture": "1-1-1", "batch_size": 1},
+                     diverged=bool(~np.isfinite(curve).all()))
+
+
+def test_oscillation_is_the_mean_rise_per_iteration():
+    # steps -1, +0.5, -1.5: one rise of 0.5 over three steps
+    assert figures.oscillation([3.0, 2.0, 2.5, 1.0]) == pytest.approx(0.5 / 3)
+    assert figures.oscillation([3.0, 2.0, 1.0]) == 0.0           # steady descent
+    assert figures.oscillation([1.0, 1.0, 1.0]) == 0.0
+    assert figures.oscillation([1.0, 2.0, 1.0, 2.0, 1.0]) == 0.5  # rises 1, 0, 1, 0
+    assert figures.oscillation([1.0, 4.0, 1.0, 4.0, 1.0]) == 1.5  # grows with amplitude
+    # the window start..stop includes both ends; steps touching NaN are left out
+    assert figures.oscillation([3.0, 2.0, 2.5, 1.0], start=1, stop=2) == 0.5
+    assert figures.oscillation([3.0, 2.0, 2.5, 1.0], start=2) == 0.0
+    assert figures.oscillation([3.0, 4.0, np.nan, np.nan]) == 1.0
+    assert math.isnan(figures.oscillation([np.nan, np.nan, 1.0]))
+    # several seeds: the median of the per-seed means; shift-invariant, scales linearly
+    rows = np.array([[3.0, 2.0, 2.5, 1.0], [3.0, 2.0, 1.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    assert figures.oscillation(rows) == pytest.approx(0.5 / 3)
+    assert figures.oscillation(10 * rows + 7) == pytest.approx(5 / 3)
+    # a literal loop over the definition, on a random walk
+    walk = np.cumsum(np.random.default_rng(0).normal(size=50))
+    slow = sum(max(walk[t + 1] - walk[t], 0.0) for t in range(10, 30)) / 20
+    assert figures.oscillation(walk, 10, 30) == pytest.approx(slow)
+
+
+def test_trend_is_the_least_squares_slope():
+    t = np.arange(11.0)
+    assert figures.trend(2.0 - 0.5 * t) == pytest.approx(-0.5)
+    assert figures.trend(3.0 + 0.25 * t, start=4) == pytest.approx(0.25)
+    # a V: down then up; the window after the turn rises
+    v = np.abs(t - 5.0)
+    assert figures.trend(v, start=5) == pytest.approx(1.0)
+    assert figures.trend(v, stop=5) == pytest.approx(-1.0)
+    assert figures.trend(np.where(t < 8, t, np.nan)) == pytest.approx(1.0)
+    assert math.isnan(figures.trend([1.0, np.nan]))
+
+
+def test_lead_from_and_rank_at():
+    medians = {"psd": np.array([5.0, 6.0, 2.0, 1.0, 0.5]),
+               "adam": np.array([5.0, 3.0, 2.5, 1.5, 1.0]),
+               "l2l": np.array([5.0, 4.0, np.inf, np.inf, np.inf])}
+    assert figures.lead_from(medians, "psd") == 2      # behind at t = 1, leads from 2
+    assert figures.lead_from(medians, "adam") is None  # not lowest at the end
+    assert figures.lead_from({"psd": medians["psd"]}, "psd") == 0
+    assert [figures.rank_at(medians, "psd", t) for t in (0, 1, 2, 4)] == [1, 3, 1, 1]
+    assert figures.rank_at(medians, "l2l", 4) == 3     # a diverged median is last
+    assert figures.rank_at(medians, "adam", 1) == 1
+
+
+def test_margin_over():
+    table = [{"optimizer": "psd", "final_mean": 1.0}, {"optimizer": "adam", "final_mean": 1.5},
+             {"optimizer": "sgd", "final_mean": 2.0}, {"optimizer": "l2l", "final_mean": 0.8},
+             {"optimizer": "lbfgs", "final_mean": math.nan}]
+    assert figures.margin_over(table) == pytest.approx(-0.2)   # trails L2L by 0.2
+    hand = ["adam", "sgd", "lbfgs"]                            # NaN (all diverged) skipped
+    assert figures.margin_over(table, others=hand) == pytest.approx(0.5)
+    assert figures.margin_over(table, "adam", others=["sgd"]) == pytest.approx(0.5)
+    assert math.isnan(figures.margin_over(table, "lbfgs"))
+
+
+def _figure_data(datasets=("a", "b")):
+    results = {d: [_run("psd", [3.0, 2.0, 1.0], 0, d), _run("psd", [3.0, 2.5, 2.0], 1, d),
+                   _run("psd", [3.0, np.nan, np.nan], 2, d),
+                   _run("adam", [3.0, 2.2, 1.5], 0, d)] for d in datasets}
+    tables = {d: figures.experiments.summary_table(r) for d, r in results.items()}
+    return figures.FigureData(2, {"horizon": 2}, [0, 1, 2], list(datasets),
+                              {d: d.upper() for d in datasets}, results, tables)
+
+
+def test_curves_of_and_median_curves():
+    fd = _figure_data()
+    assert figures.curves_of(fd, "a", "psd").shape == (3, 3)
+    with pytest.raises(KeyError):
+        figures.curves_of(fd, "a", "sgd")
+    med = figures.median_curves(fd)
+    assert set(med) == {"a", "b"} and set(med["a"]) == {"psd", "adam"}
+    # the diverged seed counts +inf: medians of {2, 2.5, inf} and {1, 2, inf}
+    assert med["a"]["psd"].tolist() == [3.0, 2.5, 2.0]
+    assert med["b"]["adam"].tolist() == [3.0, 2.2, 1.5]
+
+
+def test_load_figure_on_a_subset_of_datasets(monkeypatch, data_dir):
+    seen = {}
+
+    def fake_results(figure, seeds, datasets, **kw):
+        seen.update(figure=figure, seeds=list(seeds), datasets=list(datasets), **kw)
+        return {d: [_run("adam", [2.0, 1.0], s, d) for s in seeds] for d in datasets}
+
+    monkeypatch.setattr(figures, "figure_results", fake_results)
+    fd = figures.load_figure(5, n_seeds=2, horizon=7, workers=1, datasets=["cifar10"])
+    assert seen["datasets"] == ["cifar10"] and seen["horizon"] == 7
+    assert fd.datasets == ["cifar10"] and list(fd.tables) == ["cifar10"]
+    assert fd.setting == dict(figures.experiments.FIGURES[5], horizon=7)
+    assert figures.load_figure(5, n_seeds=1).datasets == list(figures.experiments.FIGURE_DATASETS)
+
+
+def test_seconds_per_step_counts_batched_seeds_once():
+    fd = _figure_data(("a",))
+    for r in fd.results["a"]:
+        r.wall_time, r.batched = (6.0, 3) if r.optimizer == "psd" else (1.0, 1)
+    # psd: three seeds run together in one 6 s call; adam: one 1 s run; horizon 2
+    assert figures.seconds_per_step(fd, "a", "psd") == pytest.approx(3.0)
+    assert figures.seconds_per_step(fd, "a") == pytest.approx(3.5)
+    with pytest.raises(KeyError):
+        figures.seconds_per_step(fd, "a", "sgd")
+
+
+def test_plot_figure_passes_panel_options():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fd = _figure_data(("a",))
+    fig, axes, summaries = figures.plot_figure(fd, figsize=(8.0, 3.0))
+    assert len(axes) == 1 and set(summaries["a"]) == {"psd", "adam"}
+    assert tuple(fig.get_size_inches()) == (8.0, 3.0)
+    plt.close(fig)

@@ -166,3 +166,31 @@ def test_windowed_policy_training_reduces_regression_loss():
     losses = train_policy(policy, 0, O, target, np.ones(30), steps=150, batch=16, lr=1e-2,
                           clip=1.0, gen=torch.Generator().manual_seed(3), window=10)
     assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
+
+
+def test_trace_rollout_records_what_the_policy_saw_and_did():
+    from l2o.gps import (
+        CostProblem,
+        effective_step_size,
+        rollout,
+        teacher_actor,
+        trace_rollout,
+    )
+
+    P, T, lr = tiny_problem(), 6, 0.1
+    gen = torch.Generator().manual_seed(4)
+    x0 = P.init(gen, 2)
+    streams = torch.stack([P.sample_indices(gen, 2) for _ in range(T)])  # (T, N, B)
+    sgd = teacher_actor(lr, 0.0)
+    tr = trace_rollout(P, sgd, FeatureConfig(), x0, streams)
+    assert tr.obs.shape == (T, 2, P.dim, 3) and tr.step.shape == tr.grad.shape == (T, 2, P.dim)
+    # SGD: the recorded step is -lr times the recorded minibatch gradient, at x0 exactly
+    torch.testing.assert_close(tr.step, -lr * tr.grad)
+    torch.testing.assert_close(tr.grad[0], P.minibatch_loss_and_grad(x0, streams[0])[1])
+    ref = rollout(P, CostProblem(P, 0, 0), T, 2, sgd, FeatureConfig(), torch.Generator(), None,
+                  need_states=False, x0=x0, streams=streams)
+    np.testing.assert_array_equal(tr.true_loss, ref.true_loss)
+    # |Δx_g| / |∇f̂_g| is the step size of SGD in every group at every step
+    eff = effective_step_size(P, tr)
+    assert eff.shape == (T, 2, len(P.groups))
+    np.testing.assert_allclose(eff, lr, rtol=1e-6)
