@@ -170,3 +170,28 @@ def test_plot_figure_passes_panel_options():
     assert len(axes) == 1 and set(summaries["a"]) == {"psd", "adam"}
     assert tuple(fig.get_size_inches()) == (8.0, 3.0)
     plt.close(fig)
+
+
+def test_figure_results_in_parallel_equal_serial(tmp_path, data_dir):
+    """Learned optimizers run in worker processes give the serial curves, cached alike."""
+    kw = dict(seeds=[0, 1], datasets=["faces"], horizon=2)
+    serial = figures.figure_results(1, results_dir=tmp_path / "g1", learned_dir=tmp_path / "l1",
+                                    workers=1, **kw)
+    parallel = figures.figure_results(1, results_dir=tmp_path / "g2",
+                                      learned_dir=tmp_path / "l2", workers=2, **kw)
+    a, b = serial["faces"], parallel["faces"]
+    assert [r.optimizer for r in a] == [r.optimizer for r in b]
+    assert {"psd", "l2l"} <= {r.optimizer for r in a}
+    for ra, rb in zip(a, b):
+        assert ra.seed == rb.seed
+        assert (ra.true_loss == rb.true_loss).all()
+    assert len(list((tmp_path / "l2").glob("*.json"))) == 4  # 2 learned x 2 seeds
+
+
+def test_cli_rejects_figure_and_all_together():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        figures.main(["--figure", "1", "--all"])
+    with pytest.raises(SystemExit):
+        figures.main([])
