@@ -233,14 +233,24 @@ def summarize_curves(curves: Any, steps: Sequence[int] | None = None,
 
 
 def _auto_ylim(summaries: Mapping[str, CurveSummary], logy: bool) -> tuple[float, float]:
-    """Top: the largest starting value (every method starts at the same ``f(x_0)``)."""
+    """Limits that show every method that stays near the descent.
+
+    Bottom: the lowest median or lower-band value. Top: the starting value ``f(x_0)``
+    (the same for every method), raised to the 90th percentile of the medians when
+    most of the curves hover above it (noisy minibatches), but never by more than the
+    whole descent ``f(x_0) − bottom``, so one runaway curve cannot flatten the others.
+    """
     starts = [s.median[0] for s in summaries.values() if np.isfinite(s.median[0])]
-    finite = np.concatenate([s.median[np.isfinite(s.median)] for s in summaries.values()]
-                            + [s.lower[np.isfinite(s.lower)] for s in summaries.values()])
+    medians = [s.median[np.isfinite(s.median)] for s in summaries.values()]
+    finite = np.concatenate(medians + [s.lower[np.isfinite(s.lower)]
+                                       for s in summaries.values()])
     if finite.size == 0:
         return (1e-3, 1.0) if logy else (0.0, 1.0)
-    top = max(starts) if starts else float(finite.max())
     bottom = float(finite.min())
+    top = max(starts) if starts else float(finite.max())
+    med = np.concatenate(medians)
+    if starts and med.size:
+        top = max(top, min(float(np.quantile(med, 0.9)), top + (top - bottom)))
     if logy:
         bottom = max(bottom, 1e-12)
         return bottom / 1.5, top * 1.5

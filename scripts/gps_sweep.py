@@ -50,25 +50,28 @@ def problem():
     return make_problem("mnist", SIZES[0], SIZES[1], batch_size=64)
 
 
-def score_pi(P, policy, horizon):
+def score_pi(P, policy, horizon, fcfg):
     """π's mean meta-loss on EVAL_SEEDS, from the baselines' exact initial iterates and streams."""
     from l2o import experiments as ex
     from l2o.learned import evaluate_psd
-    runs = evaluate_psd(P, policy, EVAL_SEEDS, horizon)
+    runs = evaluate_psd(P, policy, EVAL_SEEDS, horizon, fcfg)
     return float(np.mean([ex.meta_loss(r.true_loss) for r in runs]))
 
 
 def run_variant(args):
-    name, overrides, budget, teacher, out_dir = args
+    name, overrides, budget, teacher, out_dir, features = args
     torch.set_num_threads(1)
     from l2o.features import FeatureConfig
     from l2o.gps import ConvolutionalGPS, GPSConfig
     from l2o.policy import PolicyConfig
     P = problem()
-    cfg = GPSConfig(**{**BASE, **overrides})
-    gps = ConvolutionalGPS(P, cfg, FeatureConfig(), PolicyConfig(), teacher)
+    # a variant may also override the features: {"features": {"grad_offset": 1e-3}, ...}
+    features = {**features, **overrides.get("features", {})}
+    cfg = GPSConfig(**{**BASE, **{k: v for k, v in overrides.items() if k != "features"}})
+    fcfg = FeatureConfig(**features)
+    gps = ConvolutionalGPS(P, cfg, fcfg, PolicyConfig(), teacher)
     t0 = time.time()
-    out = {"name": name, "overrides": overrides, "iters": []}
+    out = {"name": name, "overrides": overrides, "features": features, "iters": []}
     try:
         out["init"] = gps.initialize()
         out["pi0_val"] = gps.evaluate_pi(cfg.eval_samples)[0]
@@ -84,11 +87,11 @@ def run_variant(args):
             if d["pi_cost"] < best[0]:
                 best = (d["pi_cost"], {k: v.clone() for k, v in gps.policy.state_dict().items()},
                         d["iteration"])
-        out["last_test"] = score_pi(P, gps.policy, cfg.horizon)
+        out["last_test"] = score_pi(P, gps.policy, cfg.horizon, fcfg)
         gps.policy.load_state_dict(best[1])
         out["best_iter"] = best[2]
-        out["best_test"] = score_pi(P, gps.policy, cfg.horizon)
-        out["best_test_2T"] = score_pi(P, gps.policy, 2 * cfg.horizon)
+        out["best_test"] = score_pi(P, gps.policy, cfg.horizon, fcfg)
+        out["best_test_2T"] = score_pi(P, gps.policy, 2 * cfg.horizon, fcfg)
     except Exception as e:  # noqa: BLE001 - a sweep records failures and goes on
         out["error"] = repr(e)
     out["wall"] = time.time() - t0
@@ -107,7 +110,10 @@ def main():
                     help="momentum teacher hyperparameters as JSON")
     ap.add_argument("--references", default=json.dumps(REFERENCES),
                     help="JSON object optimizer -> hyperparameters scored on EVAL_SEEDS")
+    ap.add_argument("--features", default="{}",
+                    help="FeatureConfig overrides as JSON, for every variant (e.g. grad_offset)")
     a = ap.parse_args()
+    features = json.loads(a.features)
     teacher = json.loads(a.teacher)
     refs = {"teacher": ("momentum", teacher), **{k: (k, v) for k, v in json.loads(a.references).items()}}
     variants = json.loads(a.variants) if a.variants else VARIANTS
@@ -121,9 +127,9 @@ def main():
         ref[label] = float(np.mean([ex.meta_loss(r.true_loss) for r in rs]))
     print("reference", json.dumps(ref), flush=True)
     with mp.get_context("spawn").Pool(a.workers) as pool:
-        results = pool.map(run_variant, [(n, o, a.budget, teacher, a.out) for n, o in variants.items()])
+        results = pool.map(run_variant, [(n, o, a.budget, teacher, a.out, features) for n, o in variants.items()])
     with open(os.path.join(a.out, "sweep.json"), "w") as f:
-        json.dump({"reference": ref, "base": BASE, "teacher": teacher,
+        json.dump({"reference": ref, "base": BASE, "teacher": teacher, "features": features,
                    "references": {k: v[1] for k, v in refs.items()},
                    "sizes": SIZES, "results": results}, f, indent=1, default=float)
 

@@ -284,3 +284,24 @@ def test_book_builds_with_every_page_and_figure(tmp_path):
     assert refs.count('role="doc-biblioentry"') + refs.count('class="citation') >= n_entries
     # The build must not have written into the source tree.
     assert not (book.ROOT / "book" / "_build").exists()
+
+
+def test_auto_ylim_shows_curves_hovering_above_the_start():
+    """Noisy runs that sit above f(x0) stay visible; one runaway curve is clipped."""
+    import numpy as np
+
+    from l2o.plotting import _auto_ylim, summarize_curves
+
+    t = np.arange(101, dtype=float)
+    descend = np.vstack([2.0 - 0.005 * t] * 3)             # 2.0 -> 1.5
+    hover = np.vstack([2.0 + 0.2 * (t > 0)] * 3)            # jumps to 2.2 and stays
+    runaway = np.vstack([2.0 + 10.0 * t] * 3)
+    calm = {"a": summarize_curves(descend), "b": summarize_curves(descend)}
+    lo, hi = _auto_ylim(calm, logy=False)
+    assert lo < 1.5 and 2.0 < hi < 2.1                      # as before: top at f(x0)
+    noisy = {"a": summarize_curves(descend), "b": summarize_curves(hover),
+             "c": summarize_curves(hover)}
+    assert _auto_ylim(noisy, logy=False)[1] > 2.2           # the hovering curves show
+    wild = {"a": summarize_curves(descend), "b": summarize_curves(runaway),
+            "c": summarize_curves(runaway)}
+    assert _auto_ylim(wild, logy=False)[1] < 2.0 + 0.5 + 0.2  # at most one descent above

@@ -31,6 +31,8 @@
 sweep_file = "results/gps_sweep/sweep.json"  # written by scripts/gps_sweep.py
 scaled_file = "results/gps_sweep_scaled/sweep.json"  # the rerun after the fix below
 long_file = "results/gps_sweep_long/sweep.json"  # the same setting for 12 iterations
+tuned_file = "results/gps_sweep_tuned/sweep.json"  # the same setting from a tuned teacher
+ceiling_file = "results/gps_ceiling/ceiling.json"  # scripts/gps_ceiling.py
 
 # %%
 import json
@@ -180,6 +182,116 @@ print(f"best pi (after GPS iteration {long['best_iter'] + 1}) on held-out stream
 # learn here, slowly; whether it overtakes Adam with a larger budget is the open
 # question for the next runs.
 #
+# ## From a tuned teacher
+#
+# The teacher above (momentum, step 0.3, momentum 0.9) is not the best momentum
+# setting on this objective. `scripts/gps_ceiling.py` searches the grids of the
+# hand-engineered methods on this objective (tuning seeds 1000–1002, provenance in
+# `results/gps_ceiling/`); its best momentum setting is the teacher of the next
+# run, which otherwise repeats the setting above with 25 iterations planned. It was
+# stopped by hand after 12 (see its `provenance.json`): by then $\pi$ had not moved
+# below its teacher, and the machine was needed for the figure grid.
+
+# %%
+def _load(name):
+    q = Path(name)
+    return json.loads((q if q.is_absolute() else experiments.ROOT / q).read_text())
+
+
+tuned = _load(tuned_file)
+ceiling = _load(ceiling_file)
+tref = tuned["reference"]
+trun = tuned["results"][0]
+best_mom = ceiling["baselines"]["momentum"][0]
+print("teacher:", tuned["teacher"], " best momentum of the grid:", best_mom["hparams"])
+print("held-out references:", {k: round(v, 1) for k, v in tref.items()})
+print("pi, validation, per iteration:",
+      [round(v, 1) for v in [trun["pi0_val"]] + [i["pi"] for i in trun["iters"]]])
+print("psi mean, validation, per iteration:",
+      [round(i["psi_mean"], 1) for i in trun["iters"]])
+
+# %% mystnb={"figure": {"caption": "GPS from the tuned momentum teacher on the small objective (stopped after 12 iterations): validation meta-loss of ψ's mean policy and of π after each iteration, with the teacher, Adam and RMSprop on the held-out streams as horizontal lines.", "name": "fig-learn-tuned"}}
+fig, ax = plt.subplots(figsize=(7, 4))
+its = range(1, len(trun["iters"]) + 1)
+ax.plot(its, [i["psi_mean"] for i in trun["iters"]], marker="s", label="ψ mean")
+ax.plot([0, *its], [trun["pi0_val"]] + [i["pi"] for i in trun["iters"]], marker="o",
+        label="π", color=METHOD_STYLE["psd"]["color"])
+for key, name in (("teacher", "momentum"), ("adam", "adam"), ("rmsprop", "rmsprop")):
+    st = METHOD_STYLE[name]
+    ax.axhline(tref[key], color=st["color"], ls="--",
+               label=st["label"] + (" (teacher)" if key == "teacher" else ""))
+ax.set_xlabel("GPS iteration")
+ax.set_ylabel("meta-loss, validation")
+ax.legend()
+plt.show()
+
+# %%
+pi_last = [i["pi"] for i in trun["iters"]][-4:]
+glue("learn_t_teacher", round(tref["teacher"], 1), display=False)
+glue("learn_t_adam", round(tref["adam"], 1), display=False)
+glue("learn_t_pi_last", f"{min(pi_last):.1f} to {max(pi_last):.1f}", display=False)
+glue("learn_t_psi_best", round(min(i["psi_mean"] for i in trun["iters"]), 1), display=False)
+glue("learn_t_n", len(trun["iters"]), display=False)
+
+# %% [markdown]
+# On the held-out streams this teacher scores {glue:text}`learn_t_teacher`, Adam
+# {glue:text}`learn_t_adam`. Over the last four of {glue:text}`learn_t_n`
+# iterations $\pi$ scores {glue:text}`learn_t_pi_last` on the validation streams
+# and the best $\psi$ mean {glue:text}`learn_t_psi_best`: from a good teacher,
+# GPS here finds little to improve. Together with the run above, whose $\psi$ and
+# $\pi$ stalled a few units lower than where they started, this points at a limit
+# of what $\psi$ can express rather than at the iteration budget alone.
+#
+# ## How far can a gradient-linear optimizer go here?
+#
+# $\psi$ is linear in the state features $\Phi$, and on this objective the
+# gradient features are almost raw gradients: the paper's denominators
+# $|\bar g| + 1$ are dominated by the 1, since the minibatch gradients are tiny
+# (quantiles at $t = 0$ below). A linear $\psi$ can choose a step size per
+# coordinate group and per step and filter the gradient history, but it cannot
+# rescale each coordinate by its own gradient magnitude, which is what separates
+# Adam, AdaGrad and RMSprop from momentum here. `scripts/gps_ceiling.py` measures
+# that separation on the tuning seeds: the best of each method's grid, and momentum
+# with its own step size for each of the four groups (searched on a grid).
+
+# %% mystnb={"markdown_format": "myst"}
+rows = ["| optimizer | best setting | meta-loss (tuning seeds) |", "|---|---|---|"]
+for name, grid in sorted(ceiling["baselines"].items(), key=lambda kv: kv[1][0]["meta_loss"]):
+    hp = ", ".join(f"{k} {v}" for k, v in grid[0]["hparams"].items())
+    rows.append(f"| {METHOD_STYLE[name]['label']} | {hp} | {grid[0]['meta_loss']:.1f} |")
+pg = ceiling["per_group_momentum"]
+pg_best = pg["best"][0]
+lrs = ", ".join(f"{g} {v}" for g, v in zip(pg["groups"], pg_best["lrs"]))
+rows.append(f"| momentum, one step size per group | {lrs}; momentum {pg_best['momentum']} "
+            f"| {pg_best['meta_loss']:.1f} |")
+display(Markdown("\n".join(rows)))
+q = ceiling["gradient_abs_quantiles_t0"]
+print("|minibatch gradient| at t = 0, quantiles 10/50/90/99 %:",
+      ", ".join(f"{q[k]:.1e}" for k in ("q10", "q50", "q90", "q99")))
+
+# %%
+adaptive = min(ceiling["baselines"][m][0]["meta_loss"] for m in ("adam", "adagrad", "rmsprop"))
+glue("learn_c_mom", round(ceiling["baselines"]["momentum"][0]["meta_loss"], 1), display=False)
+glue("learn_c_pg", round(pg_best["meta_loss"], 1), display=False)
+glue("learn_c_adapt", round(adaptive, 1), display=False)
+glue("learn_c_q50", f"{q['q50']:.0e}", display=False)
+
+# %% [markdown]
+# One step size per group buys almost nothing over one global step size
+# ({glue:text}`learn_c_pg` against {glue:text}`learn_c_mom`), while the
+# per-coordinate methods reach {glue:text}`learn_c_adapt`. The $\psi$ found by GPS
+# does better than any per-group momentum (its time-varying gains and longer
+# gradient filters are worth a few units), which is the part of the method that
+# works; the rest of the gap to Adam is per-coordinate scaling, which a $\psi$
+# linear in near-raw gradients (median magnitude {glue:text}`learn_c_q50`) cannot
+# represent, and which $\pi$, trained only to follow $\psi$, is never shown. We
+# read this as the main reason the method stalls above Adam on this objective.
+# The paper's constant 1 in the feature denominators is a scale choice
+# (`FeatureConfig.grad_offset`); how it interacts with the gradient scale of the
+# paper's own nets is not stated, and testing a smaller offset (which would make the
+# gradient features ratios and let a linear $\psi$ normalise) is the next
+# experiment.
+#
 # (gps-learn-why)=
 # ## What we checked, and what we suspect
 #
@@ -202,9 +314,9 @@ print(f"best pi (after GPS iteration {long['best_iter'] + 1}) on held-out stream
 #    improvement swings between its bounds (0.01 and 10) from one iteration to the
 #    next.
 # 2. **A linear ψ cannot express Adam.** ψ is linear in the state features; Adam
-#    divides by a running gradient magnitude. If the best a per-group,
-#    time-varying linear policy can do on this objective is close to tuned
-#    momentum, GPS has little room to improve on its teacher here.
+#    divides by a running gradient magnitude. The measurements above support
+#    this: per-group step sizes are worth little on this objective, per-coordinate
+#    scaling a lot, and the gradient features are nearly raw gradients.
 # 3. **Too few iterations and samples.** The paper's budget is not stated; ours
 #    stopped after 3 to 4 iterations with 5 trajectories each.
 #
