@@ -159,6 +159,14 @@ def test_diverge_and_progress_slowly():
     fd = _fd({"cifar10": _panel(cg=relapse, psd=_descent(0.5))}, figure=3)
     assert report.progress_slowly(fd, "x", ("cg",), "cifar10").holds == (False,)
     assert report.diverge(fd, "x", ("cg",), "cifar100").verdict == "not checked"
+    # hovering just above the start is not divergence; a clear rise or one diverged seed is
+    hover = np.full_like(t, 2.0) + 0.01 * (t > 0)
+    rise = 2.0 + 0.02 * t
+    fd = _fd({"faces": _panel(cg=hover, l2l=rise, psd=_descent(0.5))}, figure=3)
+    assert report.diverge(fd, "x", ("cg", "l2l"), "faces").holds == (False, True)
+    one = [_descent(0.3), np.where(t < 12, _descent(0.3), np.nan)]  # seed 1 diverges
+    fd = _fd({"faces": {"cg": one, "psd": [_descent(0.5)] * 2}}, figure=3)
+    assert report.diverge(fd, "x", ("cg",), "faces").holds == (True,)
 
 
 # ---------------------------------------------------------------- figure 4 claims

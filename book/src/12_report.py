@@ -172,6 +172,11 @@ share = (cfg["num_iterations"] * cfg["num_samples"]
          / (dflt["num_iterations"] * dflt["num_samples"]))
 glue("rep_gps_share", f"{share:.0%}", display=False)
 glue("rep_faces", setup.data["faces"]["display_name"], display=False)
+cg_div = [(k, fd.names[d], figures.row_of(fd.tables[d], "cg")["n_diverged"])
+          for k, fd in figs.items() for d in fd.datasets]
+cg_div = [f"{n}/{len(figs[k].seeds)} seeds in Figure {k} ({name})" for k, name, n in cg_div if n]
+glue("rep_cg_div", "; it diverged on " + ", ".join(cg_div) if cg_div
+     else "; it diverged on no panel", display=False)
 glue("rep_gps_min", f"{setup.gps_wall_s / 60:.0f}", display=False)
 glue("rep_l2l_h", f"{setup.l2l_wall_s / 3600:.1f}", display=False)
 print(len(deviations), "rows")
@@ -196,8 +201,9 @@ display(Markdown(report.deviations_markdown(deviations)))
 #   TFD (a `tfd.npz` in the data folder is picked up by `l2o.data`), the faces
 #   panels would be re-run; the verdicts of the claims that name TFD may change.
 # - **The claims about CG test another algorithm.** Fixed-step Fletcher–Reeves
-#   tuned on MNIST-48 barely moves, so it can hardly diverge; the paper's CG,
-#   whatever it was, did.
+#   tuned on MNIST-48 barely moves in 400 iterations, so it can hardly diverge
+#   there{glue:text}`rep_cg_div`. The paper's CG, whatever it was, diverged on
+#   TFD at minibatch 10.
 # - **The claims about L2L are the most direct comparisons** between the paper's
 #   runs and ours: L2L needs no teacher, and its meta-training had
 #   {glue:text}`rep_l2l_h` hours of wall time against
