@@ -17,7 +17,7 @@
 # used here is the first paper-scale meta-training run at a cut budget
 # (`results/psd/provenance.json`: 5 GPS iterations of 10 trajectories), which on
 # its own training objective does not beat its momentum teacher
-# ({doc}`05_does_gps_learn`). The verdicts are therefore about *this* PSD, not
+# ({doc}`06_meta_training`). The verdicts are therefore about *this* PSD, not
 # about what the method can do with the paper's (unstated) budget.
 #
 # Deviations from the paper in this figure: FER2013 stands in for TFD (TFD is

@@ -14,7 +14,7 @@
 #
 # Everything else is as in {doc}`07_figure1`: the same optimizers, tuned once on
 # MNIST-48 at minibatch 64 and frozen; the same cut-budget PSD, which does not beat
-# its teacher on its own training objective ({doc}`05_does_gps_learn`); FER2013 in
+# its teacher on its own training objective ({doc}`06_meta_training`); FER2013 in
 # place of TFD; class-balanced CIFAR subsets.
 
 # %% tags=["parameters"]

@@ -26,7 +26,7 @@
 # Everything else is as in {doc}`07_figure1`: the same optimizers, tuned once on
 # MNIST-48 at minibatch 64 and frozen; the same PSD policy, from a meta-training
 # run at a cut budget (`results/psd/provenance.json`) that does not beat its
-# momentum teacher on its own training objective ({doc}`05_does_gps_learn`), so
+# momentum teacher on its own training objective ({doc}`06_meta_training`), so
 # the verdicts are about *this* policy; FER2013 in place of TFD; class-balanced
 # CIFAR subsets.
 

@@ -26,7 +26,7 @@
 # Everything else is as in {doc}`07_figure1`: the same optimizers, tuned once on
 # MNIST-48 at minibatch 64 and frozen; the same PSD policy, from a meta-training
 # run at a cut budget (`results/psd/provenance.json`) that does not beat its
-# momentum teacher on its own training objective ({doc}`05_does_gps_learn`), so
+# momentum teacher on its own training objective ({doc}`06_meta_training`), so
 # the verdicts are about *this* policy; FER2013 in place of TFD; class-balanced
 # CIFAR subsets.
 
@@ -264,6 +264,7 @@ glue("f5_ext_verdict", "holds" if n_ext_ok == len(ext.datasets) else
 #   criterion used for the paper's claim above (no divergence, no net rise)
 #   **{glue:text}`f5_ext_verdict`** on this longer stretch.
 #
-# The continuation is not part of `python -m l2o.figures`; running this chapter
-# at paper scale fills its caches (`results/grid` and `results/learned`, with
-# the continuation's horizon in the file names).
+# The continuation's runs are produced by `python -m l2o.figures --all` (with
+# every other figure; `l2o.figures.EXTENSION` names its horizon and datasets) or by
+# running this chapter at paper scale; they are cached in `results/grid` and
+# `results/learned` with the continuation's horizon in the file names.
