@@ -11,11 +11,13 @@
 # `results/gps_sweep/` (written by `scripts/gps_sweep.py`, provenance alongside)
 # and reports them as they are.
 #
-# **The answer so far is: slowly.** In the runs below, $\pi$ ends a few percent
-# below its momentum teacher (about 5% after 12 iterations), and it never reaches
-# Adam. The chapter
-# shows the numbers; {ref}`gps-learn-why` lists what we have checked and what we
-# suspect. This is a finding of the reproduction, not a result of the paper.
+# **The answer so far is: slowly, and not past Adam.** From a weak momentum
+# teacher, $\pi$ ends a few percent below it (about 5% after 12 iterations); from
+# the best momentum setting it finds little to improve; it never reaches Adam.
+# The chapter shows the numbers, measures how far an optimizer that is linear in
+# the paper's gradient features can go on this objective, and
+# {ref}`gps-learn-why` lists what we have checked and what we suspect. This is a
+# finding of the reproduction, not a result of the paper.
 #
 # The test objective: MNIST randomly projected to 8 dimensions, an 8-8-10 net,
 # minibatch 64, horizon $T = 100$. The teacher $\psi_0$ is momentum SGD with the
@@ -342,8 +344,13 @@ glue("learn_o_n", len(orun["iters"]), display=False)
 #    this: per-group step sizes are worth little on this objective, per-coordinate
 #    scaling a lot, and the gradient features are nearly raw gradients.
 # 3. **Too few iterations and samples.** The paper's budget is not stated; ours
-#    stopped after 3 to 4 iterations with 5 trajectories each.
+#    stopped after 3 to 12 iterations with 5 trajectories each.
 #
-# The paper-scale meta-training of {cite:t}`li2017learning` (48-48-10 on MNIST,
-# $T = 400$) remains to be run; the command is `python -m l2o.gps train`, and
-# `scripts/bench_gps.py` measures what one iteration costs on this machine.
+# The experiment we would run next follows from the second suspect: give $\psi$
+# the per-coordinate scale it lacks, by normalising the gradient features with a
+# running root-mean-square of each coordinate's gradient instead of the paper's
+# $|\bar g| + 1$ (a stated deviation), and start from Adam as the teacher, which a
+# $\psi$ linear in such features can imitate closely; the question is then whether
+# GPS improves on Adam. The paper-scale meta-training of {cite:t}`li2017learning`
+# (48-48-10 on MNIST, $T = 400$) with the paper's features, at the budget this
+# machine allowed, is in {doc}`06_meta_training`.
