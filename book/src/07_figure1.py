@@ -40,7 +40,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from l2o import figures
+from l2o import figures, report
 from l2o.plotting import use_style
 
 use_style()
@@ -68,8 +68,7 @@ display(Markdown(figures.tables_markdown(fd)))
 
 # %%
 psd_ranks = [figures.rank_of(tables[d], "psd") for d in datasets]
-n_first = sum(r == 1 for r in psd_ranks)
-verdict_psd = figures.verdict(n_first, len(datasets))
+verdict_psd = report.first_everywhere(fd, "fastest on every dataset").verdict
 winners = sorted({figures.best_method(tables[d]) for d in datasets})
 faces = datasets[0]
 finals = [r["final_mean"] for r in tables[faces]]

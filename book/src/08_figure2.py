@@ -50,7 +50,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from l2o import figures
+from l2o import figures, report
 from l2o.plotting import use_style
 
 use_style()
@@ -85,8 +85,7 @@ psd_ranks = [figures.rank_of(tables[d], "psd") for d in datasets]
 # PSD's final objective minus the best other method's (negative: PSD lower)
 gaps = [-figures.margin_over(tables[d], "psd") for d in datasets]
 glue("f2_psd_ranks", ", ".join(str(r) for r in psd_ranks), display=False)
-glue("f2_verdict_psd", figures.verdict(psd_ranks.count(1), len(datasets)),
-     display=False)
+glue("f2_verdict_psd", report.first_everywhere(fd, "outperforms").verdict, display=False)
 glue("f2_winners", ", ".join(sorted({figures.best_method(tables[d])
                                      for d in datasets})), display=False)
 glue("f2_psd_gap", ", ".join(f"{g:+.3g}" for g in gaps), display=False)
@@ -114,8 +113,6 @@ hand = {d: float(np.median([osc[d][m] for m in
 late = {d: figures.oscillation(figures.curves_of(fd, d, "psd"), early)
         for d in two}
 lead = {d: figures.lead_from(med[d], "psd") for d in datasets}
-n_osc = sum(osc[d]["psd"] > hand[d] for d in two)
-n_lead = sum(lead[d] is not None for d in two)
 
 # %%
 def fmt(values):
@@ -126,10 +123,11 @@ glue("f2_early", early, display=False)
 glue("f2_osc_psd", fmt(osc[d]["psd"] for d in two), display=False)
 glue("f2_osc_hand", fmt(hand[d] for d in two), display=False)
 glue("f2_osc_late", fmt(late[d] for d in two), display=False)
-glue("f2_verdict_osc", figures.verdict(n_osc, len(two)), display=False)
+glue("f2_verdict_osc", report.oscillates_early(fd, "oscillation", two).verdict,
+     display=False)
 lead_text = ["never" if lead[d] is None else str(lead[d]) for d in datasets]
 glue("f2_psd_lead", ", ".join(lead_text), display=False)
-glue("f2_verdict_lead", figures.verdict(n_lead, len(two)), display=False)
+glue("f2_verdict_lead", report.leads_at_end(fd, "overtook", two).verdict, display=False)
 print(f"mean climb per iteration, iterations 0..{early}:")
 for d in two:
     print(f"  {names[d]}: PSD {osc[d]['psd']:.3g}, hand-engineered median "
@@ -146,12 +144,12 @@ half = T // 2
 l2l_rank = [figures.rank_of(tables[d], "l2l") for d in two]
 l2l_div = [figures.row_of(tables[d], "l2l")["n_diverged"] for d in two]
 l2l_slope = [100 * figures.trend(med[d]["l2l"], half) for d in two]
-n_l2l = sum(s > 0 or k > 0 for s, k in zip(l2l_slope, l2l_div))
 glue("f2_l2l_ranks", ", ".join(str(r) for r in l2l_rank), display=False)
 glue("f2_l2l_div", ", ".join(f"{k}/{len(fd.seeds)}" for k in l2l_div),
      display=False)
 glue("f2_l2l_slope", ", ".join(f"{s:+.2g}" for s in l2l_slope), display=False)
-glue("f2_verdict_l2l", figures.verdict(n_l2l, len(two)), display=False)
+glue("f2_verdict_l2l", report.drifts_upward(fd, "slowly diverged", "l2l", two).verdict,
+     display=False)
 print("L2L ranks:", l2l_rank, "| diverged seeds:", l2l_div,
       "| slope per 100 its after", half, ":", [f"{s:+.2g}" for s in l2l_slope])
 

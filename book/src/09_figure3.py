@@ -32,7 +32,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from l2o import figures
+from l2o import figures, report
 from l2o.plotting import use_style
 
 use_style()
@@ -60,7 +60,7 @@ display(Markdown(figures.tables_markdown(fd)))
 
 # %%
 psd_ranks = [figures.rank_of(tables[d], "psd") for d in datasets]
-verdict_psd = figures.verdict(sum(r == 1 for r in psd_ranks), len(datasets))
+verdict_psd = report.first_everywhere(fd, "still outperforms").verdict
 div = {m: [figures.row_of(tables[d], m)["n_diverged"] for d in datasets]
        for m in ("cg", "l2l")}
 cifar10 = datasets[1]

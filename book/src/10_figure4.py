@@ -45,7 +45,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from l2o import figures
+from l2o import figures, report
 from l2o.plotting import use_style
 
 use_style()
@@ -90,8 +90,6 @@ osc64 = {d: climb(fd64, d) for d in datasets}
 two = datasets[:2]  # the panels claims 1 and 4 name: faces and CIFAR-10
 hand = {d: figures.hand_engineered_order(tables[d]) for d in datasets}
 n_more = [sum(osc10[d][m] > osc64[d][m] for m in hand[d]) for d in datasets]
-n_psd_osc = sum(osc10[d]["psd"] > osc64[d]["psd"] for d in two)
-n_many = sum(k > len(hand[d]) / 2 for k, d in zip(n_more, datasets))
 for d in datasets:
     print(f"{names[d]}: " + ", ".join(
         f"{m} {osc64[d][m]:.2g}->{osc10[d][m]:.2g}" for m in osc10[d]))
@@ -105,10 +103,12 @@ glue("f4_osc_psd10", fmt(osc10[d]["psd"] for d in two), display=False)
 glue("f4_osc_psd64", fmt(osc64[d]["psd"] for d in two), display=False)
 glue("f4_osc_hand10", fmt(np.median([osc10[d][m] for m in hand[d]])
                           for d in two), display=False)
-glue("f4_verdict_osc", figures.verdict(n_psd_osc, len(two)), display=False)
+glue("f4_verdict_osc", report.oscillates_more(fd, fd64, "oscillations", two).verdict,
+     display=False)
 glue("f4_n_more", ", ".join(str(k) for k in n_more), display=False)
 glue("f4_n_hand", len(hand[datasets[0]]), display=False)
-glue("f4_verdict_hand", figures.verdict(n_many, len(datasets)), display=False)
+glue("f4_verdict_hand", report.many_oscillate_more(fd, fd64, "many oscillate").verdict,
+     display=False)
 print("hand-engineered methods oscillating more at minibatch 10:", n_more)
 
 # %% [markdown]
@@ -121,11 +121,10 @@ psd_ranks = [figures.rank_of(tables[d], "psd") for d in datasets]
 gap_final = [-figures.margin_over(tables[d], "psd") for d in datasets]
 gap_best = [-figures.margin_over(tables[d], "psd", key="best_mean")
             for d in datasets]
-n_better = sum(g < 0 for g in gap_final)
 glue("f4_psd_ranks", ", ".join(str(r) for r in psd_ranks), display=False)
 glue("f4_gap_final", ", ".join(f"{g:+.3g}" for g in gap_final), display=False)
 glue("f4_gap_best", ", ".join(f"{g:+.3g}" for g in gap_best), display=False)
-glue("f4_verdict_psd", figures.verdict(n_better, len(datasets)), display=False)
+glue("f4_verdict_psd", report.lowest_final(fd, "much better").verdict, display=False)
 glue("f4_winners", ", ".join(sorted({figures.best_method(tables[d])
                                      for d in datasets})), display=False)
 print("PSD ranks:", psd_ranks, "| final gap:", [f"{g:+.3g}" for g in gap_final],
@@ -138,14 +137,14 @@ print("PSD ranks:", psd_ranks, "| final gap:", [f"{g:+.3g}" for g in gap_final],
 # %%
 div_at = {d: sorted(r.diverged_at for r in fd.results[d]
                     if r.optimizer == "l2l" and r.diverged) for d in two}
-n_quick = sum(len(div_at[d]) > len(fd.seeds) / 2 for d in two)
 glue("f4_l2l_div", ", ".join(f"{len(div_at[d])}/{len(fd.seeds)}" for d in two),
      display=False)
 glue("f4_l2l_div_at", "; ".join(", ".join(map(str, div_at[d])) or "none"
                                 for d in two), display=False)
 glue("f4_l2l_ranks", ", ".join(str(figures.rank_of(tables[d], "l2l"))
                                for d in two), display=False)
-glue("f4_verdict_l2l", figures.verdict(n_quick, len(two)), display=False)
+glue("f4_verdict_l2l", report.diverge_quickly(fd, "diverged quickly", "l2l", two).verdict,
+     display=False)
 print("L2L diverged at:", {names[d]: div_at[d] for d in two})
 
 # %% [markdown]

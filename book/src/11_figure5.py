@@ -47,7 +47,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from l2o import figures
+from l2o import figures, report
 from l2o.plotting import use_style
 
 use_style()
@@ -114,7 +114,6 @@ def fmt(values, spec):
 # %%
 med = figures.median_curves(fd)
 checks = {d: beyond(fd, med, d, trained, T) for d in datasets}
-n_ok = sum(c["diverged"] == 0 and c["change"] <= 0 for c in checks.values())
 for d in datasets:
     print(f"{names[d]}: {show(checks[d])}")
 
@@ -131,7 +130,7 @@ glue("f5_climb_before", fmt((checks[d]["climb"][0] for d in datasets), ".2g"),
      display=False)
 glue("f5_climb_after", fmt((checks[d]["climb"][1] for d in datasets), ".2g"),
      display=False)
-glue("f5_verdict", figures.verdict(n_ok, len(datasets)), display=False)
+glue("f5_verdict", report.continues_beyond(fd, "reasonable", trained).verdict, display=False)
 glue("f5_psd_ranks", ", ".join(str(figures.rank_of(tables[d], "psd"))
                                for d in datasets), display=False)
 glue("f5_winners", ", ".join(sorted({figures.best_method(tables[d])
@@ -227,8 +226,7 @@ def prefix_gap(d):
 
 T_ext = ext.setting["horizon"]
 ext_checks = {d: beyond(ext, med_ext, d, T, T_ext) for d in ext.datasets}
-n_ext_ok = sum(c["diverged"] == 0 and c["change"] <= 0
-               for c in ext_checks.values())
+ext_holds = report.continues_beyond(ext, "reasonable", T).holds
 gaps = [prefix_gap(d) for d in ext.datasets]
 for d in ext.datasets:
     print(f"{names[d]}: {show(ext_checks[d])}")
@@ -246,8 +244,8 @@ glue("f5_ext_climb", fmt((ext_checks[d]["climb"][1] for d in ext.datasets),
                          ".2g"), display=False)
 glue("f5_ext_ranks", ", ".join(str(figures.rank_of(ext.tables[d], "psd"))
                                for d in ext.datasets), display=False)
-glue("f5_ext_verdict", "holds" if n_ext_ok == len(ext.datasets) else
-     "holds on some panels" if n_ext_ok else "does not hold", display=False)
+glue("f5_ext_verdict", "holds" if all(ext_holds) else
+     "holds on some panels" if any(ext_holds) else "does not hold", display=False)
 
 # %% [markdown]
 # - **Agreement with the runs above.** Over the first {glue:text}`f5_T`
