@@ -29,6 +29,18 @@ Observation features at step ``t`` (``Ψ``, three per coordinate)::
 
 with the same zero rule (the first and third are zero at ``t = 0``).
 
+Gradient scale (a deviation, off by default).  With ``grad_scale = "rms"`` the gradient
+terms of Φ and Ψ are divided by a running root-mean-square of the coordinate's own
+gradient instead of ``|earlier gradient| + 1``::
+
+    v(t) = β v(t−1) + (1 − β) ∇f̂_j(t)²,  v(−1) = 0,   r_j(t) = sqrt(v(t) / (1 − β^(t+1))) + ε
+    G_i = ḡ_j(t−Si) / r_j(t),                Ψ_2 = ∇f̂_j(t) / r_j(t)
+
+Minibatch gradients of the nets here are ~1e-3 per coordinate, so the paper's ``+ 1``
+leaves its gradient features nearly raw and a ψ linear in Φ cannot rescale coordinates
+one by one; ``"rms"`` gives ψ and π that per-coordinate scale (chapter 5 says why and what
+it changes).
+
 Two readings of the paper need a choice, both configurable in :class:`FeatureConfig`:
 
 * the gradient family is written with ``i = 0..25`` while the other two stop at 24;
@@ -61,10 +73,14 @@ __all__ = [
     "literal_state",
     "literal_observation",
     "OBJECTIVE_FORMS",
+    "GRAD_SCALES",
 ]
 
 #: Readings of the objective feature: bars on both terms, or the first term raw.
 OBJECTIVE_FORMS = ("both_averaged", "first_raw")
+#: Denominators of the gradient features: the paper's ``|earlier gradient| + offset``, or
+#: a running RMS of the coordinate's gradient (a deviation, see the module docstring).
+GRAD_SCALES = ("offset", "rms")
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,10 @@ class FeatureConfig:
             ``"first_raw"`` (``f̂(t−Si)`` not averaged).
         grad_offset: the constant 1 in the gradient denominators of Φ and Ψ.
         iterate_offset: the constant 0.1 in the iterate denominators of Φ and Ψ.
+        grad_scale: ``"offset"`` (the paper: ``|ḡ(earlier)| + grad_offset``) or ``"rms"``
+            (a running RMS of the coordinate's gradient; a deviation).
+        rms_decay: β of the running mean of squared gradients (``"rms"`` only).
+        rms_eps: ε added to the RMS (``"rms"`` only).
     """
 
     history: int = 25
@@ -91,6 +111,9 @@ class FeatureConfig:
     objective_form: str = "both_averaged"
     grad_offset: float = 1.0
     iterate_offset: float = 0.1
+    grad_scale: str = "offset"
+    rms_decay: float = 0.999
+    rms_eps: float = 1e-8
 
     def __post_init__(self):
         for name in ("history", "stride", "window", "n_grad_terms"):
@@ -107,6 +130,12 @@ class FeatureConfig:
             raise ValueError(f"Invalid grad_offset: {self.grad_offset!r} (must be > 0)")
         if not self.iterate_offset > 0:
             raise ValueError(f"Invalid iterate_offset: {self.iterate_offset!r} (must be > 0)")
+        if self.grad_scale not in GRAD_SCALES:
+            raise ValueError(f"Invalid grad_scale: {self.grad_scale!r} (expected one of {GRAD_SCALES})")
+        if not 0 <= self.rms_decay < 1:
+            raise ValueError(f"Invalid rms_decay: {self.rms_decay!r} (must be in [0, 1))")
+        if not self.rms_eps > 0:
+            raise ValueError(f"Invalid rms_eps: {self.rms_eps!r} (must be > 0)")
 
     @property
     def state_dim(self) -> int:
@@ -181,6 +210,7 @@ class ObservationTracker:
         self._g_prev_abs = None   # |∇f̂(max(t−1, 0))|
         self._f = None            # f̂(t)
         self._f_prev = None       # f̂(t−1)
+        self._sq = None           # running mean of ∇f̂², not bias-corrected ("rms")
 
     @property
     def t(self) -> int:
@@ -212,12 +242,23 @@ class ObservationTracker:
             # and the previous step |x(t−1) − x(t−2)| from then on.
             prev_step = step if t == 1 else self._step
             g_prev_abs = self._g.abs()
+        if self.config.grad_scale == "rms":
+            beta = self.config.rms_decay
+            sq = (1.0 - beta) * g * g
+            self._sq = sq if t == 0 else self._sq.mul(beta).add_(sq)
         self._f_prev = self._f
         self._x_prev = x.clone()
         self._step, self._prev_step = step, prev_step
         self._g, self._g_prev_abs = g.clone(), g_prev_abs
         self._f = f.clone()
         self._t = t
+
+    def grad_rms(self) -> torch.Tensor:
+        """``r(t) = sqrt(v(t) / (1 − β^(t+1))) + ε``, ``(N, D)`` (``grad_scale = "rms"`` only)."""
+        if self._sq is None:
+            raise RuntimeError("grad_rms() needs grad_scale='rms' and at least one update()")
+        beta = self.config.rms_decay
+        return (self._sq / (1.0 - beta ** (self._t + 1))).sqrt_().add_(self.config.rms_eps)
 
     def observation(self) -> torch.Tensor:
         """Ψ at the last step: ``(N, D, 3)``, the objective feature replicated over ``D``."""
@@ -228,7 +269,10 @@ class ObservationTracker:
         if self._t >= 1:  # the objective and iterate terms reference t−1
             out[..., 0] = ((self._f - self._f_prev) / self._f_prev)[:, None]
             out[..., 2] = self._prev_step / (self._step + cfg.iterate_offset)
-        out[..., 1] = self._g / (self._g_prev_abs + cfg.grad_offset)
+        if cfg.grad_scale == "rms":
+            out[..., 1] = self._g / self.grad_rms()
+        else:
+            out[..., 1] = self._g / (self._g_prev_abs + cfg.grad_offset)
         return out
 
 
@@ -406,9 +450,13 @@ class StateTracker:
         nGv = min(nG, q + 1)
         nA = min(nGv + 1, q + 1)
         A = self._gather(self._gbar, [t - S * k for k in range(nA)], wa[:nA])    # ḡ(t−Sk)
-        den_k = torch.tensor([min(i + 1, q) for i in range(nGv)], device=A.device)
-        den = torch.index_select(A, 0, den_k, out=wb[:nGv])
-        den.abs_().add_(cfg.grad_offset)
+        if cfg.grad_scale == "rms":
+            den = wb[:nGv]
+            den.copy_(self._obs.grad_rms().expand_as(den))
+        else:
+            den_k = torch.tensor([min(i + 1, q) for i in range(nGv)], device=A.device)
+            den = torch.index_select(A, 0, den_k, out=wb[:nGv])
+            den.abs_().add_(cfg.grad_offset)
         o = lay["gradient"].start
         # dividing into a contiguous buffer, then one transposing copy, is faster than
         # writing the quotient straight into the strided slice of ``out``
@@ -477,6 +525,12 @@ def literal_state(xs: Sequence, fs: Sequence, gs: Sequence, t: int,
             raise AssertionError(f"a feature at t={t} references the future: {indices}")
         return all(k >= 0 for k in indices)
 
+    def rms(k):
+        # r(k) = sqrt(v(k) / (1 − β^(k+1))) + ε with v(k) = Σ_{j ≤ k} (1−β) β^(k−j) g(j)²
+        beta = config.rms_decay
+        v = sum((1 - beta) * beta ** (k - j) * gs[j] ** 2 for j in range(k + 1))
+        return np.sqrt(v / (1 - beta ** (k + 1))) + config.rms_eps
+
     columns = [xs[t]]
     for i in range(H):
         a, b = t - S * i, t - S * (i + 1)
@@ -488,7 +542,9 @@ def literal_state(xs: Sequence, fs: Sequence, gs: Sequence, t: int,
         columns.append(np.full(D, value))
     for i in range(config.n_grad_terms):
         a, b = t - S * i, max(t - S * (i + 1), t % S)
-        if defined(a, b):
+        if defined(a, b) and config.grad_scale == "rms":
+            columns.append(bar(gs, a) / rms(t))
+        elif defined(a, b):
             columns.append(bar(gs, a) / (np.abs(bar(gs, b)) + config.grad_offset))
         else:
             columns.append(np.zeros(D))
@@ -522,7 +578,12 @@ def literal_observation(xs: Sequence, fs: Sequence, gs: Sequence, t: int,
         o1 = np.full(D, (fs[t] - fs[t - 1]) / fs[t - 1])
     else:
         o1 = np.zeros(D)
-    o2 = gs[t] / (np.abs(gs[max(t - 1, 0)]) + config.grad_offset)
+    if config.grad_scale == "rms":
+        beta = config.rms_decay
+        v = sum((1 - beta) * beta ** (t - j) * gs[j] ** 2 for j in range(t + 1))
+        o2 = gs[t] / (np.sqrt(v / (1 - beta ** (t + 1))) + config.rms_eps)
+    else:
+        o2 = gs[t] / (np.abs(gs[max(t - 1, 0)]) + config.grad_offset)
     if t >= 1:   # references t−1; max(t−1, 1) ≤ t then
         o3 = (np.abs(xs[max(t - 1, 1)] - xs[max(t - 2, 0)])
               / (np.abs(xs[t] - xs[t - 1]) + config.iterate_offset))

@@ -284,6 +284,45 @@ def teacher_actor(lr: float, momentum: float):
     return act
 
 
+def adam_teacher_actor(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    """``act`` for :func:`rollout` following Adam (the update of ``torch.optim.Adam``).
+
+    A teacher for ψ0 when the gradient features are RMS-scaled (``grad_scale="rms"``):
+    a ψ linear in those features can then represent the teacher closely.
+    """
+    b1, b2 = betas
+
+    def act(t, s, o, g, state):
+        m, v = (torch.zeros_like(g), torch.zeros_like(g)) if state is None else state
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        denom = (v / (1 - b2 ** (t + 1))).sqrt() + eps
+        return -lr / (1 - b1 ** (t + 1)) * m / denom, (m, v)
+
+    return act
+
+
+#: Teachers ψ0 can start from, by name (method-notes D7 recommends momentum).
+TEACHERS = ("momentum", "adam")
+
+
+def make_teacher(hparams: dict):
+    """The teacher's ``act`` from ``{"name": "momentum" | "adam", "lr": ..., ...}``.
+
+    ``name`` defaults to ``"momentum"`` (with ``momentum``, default 0); Adam takes
+    ``betas`` (default (0.9, 0.999)) and ``eps`` (1e-8).
+    """
+    name = hparams.get("name", "momentum")
+    if name not in TEACHERS:
+        raise ValueError(f"Unknown teacher {name!r} (expected one of {TEACHERS})")
+    if not float(hparams.get("lr", 0)) > 0:
+        raise ValueError(f"The teacher needs a positive 'lr', got {hparams.get('lr')!r}")
+    if name == "adam":
+        return adam_teacher_actor(float(hparams["lr"]), tuple(hparams.get("betas", (0.9, 0.999))),
+                                  float(hparams.get("eps", 1e-8)))
+    return teacher_actor(float(hparams["lr"]), float(hparams.get("momentum", 0.0)))
+
+
 # ------------------------------------------------------------------- what a policy does
 @dataclass
 class Trace:
@@ -462,7 +501,8 @@ class ConvolutionalGPS:
         config: :class:`GPSConfig`.
         feature_config: :class:`~l2o.features.FeatureConfig` (Φ and Ψ).
         policy_config: :class:`~l2o.policy.PolicyConfig` (π).
-        teacher_hparams: ``{"lr": ..., "momentum": ...}`` of the momentum teacher.
+        teacher_hparams: the teacher ψ0 starts from, ``{"lr": ..., "momentum": ...}`` for
+            momentum (default) or ``{"name": "adam", "lr": ...}`` (see :func:`make_teacher`).
         checkpoint_dir: where every iteration is checkpointed (resumable).
     """
 
@@ -473,6 +513,7 @@ class ConvolutionalGPS:
         self.problem, self.cfg = problem, config
         self.fcfg, self.pcfg = feature_config, policy_config
         self.teacher_hparams = dict(teacher_hparams or {"lr": 0.1, "momentum": 0.9})
+        make_teacher(self.teacher_hparams)   # a wrong name or step fails here, not later
         self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.cost = CostProblem(problem, config.cost_subset, config.seed)
         self.policy = LSTMPolicy(policy_config, generator=torch.Generator().manual_seed(config.seed))
@@ -488,7 +529,7 @@ class ConvolutionalGPS:
         cfg, T = self.cfg, self.cfg.horizon
         t0 = time.perf_counter()
         stored = _coord_choice(self.problem, cfg.coords_per_group, self.np_rng)
-        teacher = teacher_actor(self.teacher_hparams["lr"], self.teacher_hparams.get("momentum", 0.0))
+        teacher = make_teacher(self.teacher_hparams)
         samples = rollout(self.problem, self.cost, T, cfg.num_samples, teacher, self.fcfg,
                           self.torch_gen, stored)
         self.policy.fit_normalization_groups([gs.O.reshape(-1, 3) for gs in samples.groups])

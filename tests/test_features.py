@@ -22,6 +22,9 @@ CONFIGS = {
     "first_raw": FeatureConfig(objective_form="first_raw"),
     "grad26_first_raw": FeatureConfig(n_grad_terms=26, objective_form="first_raw"),
     "small": FeatureConfig(history=3, stride=2, window=2, n_grad_terms=4),
+    "rms": FeatureConfig(grad_scale="rms"),
+    "rms_small": FeatureConfig(history=3, stride=2, window=2, n_grad_terms=4,
+                               grad_scale="rms", rms_decay=0.9),
 }
 
 
@@ -60,7 +63,8 @@ def test_config_defaults_layout_and_validation():
     assert cfg.xbar_lookback == 130 and cfg.gbar_lookback == 125
     for bad in (dict(history=0), dict(stride=0), dict(window=-1), dict(n_grad_terms=0),
                 dict(history=2.5), dict(objective_form="raw"), dict(grad_offset=0.0),
-                dict(iterate_offset=-0.1)):
+                dict(iterate_offset=-0.1), dict(grad_scale="adam"), dict(rms_decay=1.0),
+                dict(rms_decay=-0.1), dict(rms_eps=0.0)):
         with pytest.raises(ValueError):
             FeatureConfig(**bad)
     with pytest.raises(Exception):
@@ -99,6 +103,30 @@ def test_incremental_equals_from_scratch_every_step():
             for n in range(2):
                 np.testing.assert_allclose(s[n], lit(xs, fs, gs, n, t, cfg),
                                            rtol=1e-12, atol=1e-13)
+
+
+def test_rms_scale_by_hand():
+    """``grad_scale="rms"``: one coordinate, two steps, worked out on paper.
+
+    g(0) = 3, g(1) = −1, β = 0.5, ε = 1e-8:  v(0) = 4.5, r(0) = sqrt(4.5/0.5) = 3;
+    v(1) = 2.25 + 0.5 = 2.75, r(1) = sqrt(2.75/0.75).  Ψ_2 = g/r and G_0 = ḡ(t)/r(t).
+    """
+    cfg = FeatureConfig(grad_scale="rms", rms_decay=0.5, rms_eps=1e-8)
+    tr = StateTracker(1, 1, cfg)
+    tr.update(torch.zeros(1, 1), torch.ones(1), torch.full((1, 1), 3.0, dtype=torch.float64))
+    g = cfg.layout["gradient"].start
+    assert tr.observation()[0, 0, 1].item() == pytest.approx(3 / (3 + 1e-8))
+    assert tr.state()[0, 0, g].item() == pytest.approx(1.0)
+    tr.update(torch.zeros(1, 1), torch.ones(1), torch.full((1, 1), -1.0, dtype=torch.float64))
+    r1 = np.sqrt(2.75 / 0.75)
+    assert tr.observation()[0, 0, 1].item() == pytest.approx(-1 / r1)
+    assert tr.state()[0, 0, g].item() == pytest.approx(1.0 / r1)   # ḡ(1) = (3 − 1)/2
+    # the gradient features are bounded by 1/sqrt(1−β)·(1−β^(t+1))^½, whatever the scale
+    xs, fs, gs = histories(60, seed=7)
+    tr = ObservationTracker(2, 5, FeatureConfig(grad_scale="rms"))
+    for t in range(60):
+        feed(tr, xs, fs, gs * 1e-6, t)
+        assert tr.observation()[..., 1].abs().max() <= np.sqrt(1 / (1 - 0.999)) + 1e-9
 
 
 def test_reset_restarts_the_history():

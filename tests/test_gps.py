@@ -194,3 +194,30 @@ def test_trace_rollout_records_what_the_policy_saw_and_did():
     eff = effective_step_size(P, tr)
     assert eff.shape == (T, 2, len(P.groups))
     np.testing.assert_allclose(eff, lr, rtol=1e-6)
+
+
+def test_adam_teacher_equals_torch_adam_and_teachers_are_validated():
+    from l2o.gps import make_teacher
+
+    gen = torch.Generator().manual_seed(5)
+    grads = torch.randn(12, 2, 7, generator=gen, dtype=torch.float64) * 1e-3
+    p = torch.zeros(2, 7, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.05, betas=(0.8, 0.99), eps=1e-7)
+    act = make_teacher({"name": "adam", "lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-7})
+    x, state = torch.zeros(2, 7, dtype=torch.float64), None
+    for t in range(12):
+        p.grad = grads[t].clone()
+        opt.step()
+        a, state = act(t, None, None, grads[t], state)
+        x = x + a
+        torch.testing.assert_close(x, p.detach(), rtol=1e-10, atol=1e-12)
+    # momentum stays the default; wrong names and steps fail when GPS is built
+    mom = make_teacher({"lr": 0.1, "momentum": 0.5})
+    a0, v = mom(0, None, None, grads[0], None)
+    a1, _ = mom(1, None, None, grads[1], v)
+    torch.testing.assert_close(a1, 0.1 * (0.5 * -grads[0] - grads[1]))
+    for bad in ({"name": "adma", "lr": 0.1}, {"name": "adam"}, {"lr": -1.0}):
+        with pytest.raises(ValueError):
+            make_teacher(bad)
+    with pytest.raises(ValueError, match="Unknown teacher"):
+        ConvolutionalGPS(tiny_problem(), teacher_hparams={"name": "lbfgs", "lr": 1.0})
