@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from l2o import badmm, dynamics, lqg
-from l2o.features import FeatureConfig, StateTracker
+from l2o.features import GRAD_SCALES, FeatureConfig, StateTracker
 from l2o.policy import LSTMPolicy, PolicyConfig
 from l2o.problems import MLPProblem
 
@@ -721,6 +721,10 @@ class ConvolutionalGPS:
                     if sd["config"].get(k) != v}
             raise ValueError(f"checkpoint was made with another GPS configuration: {diff} "
                              "(checkpoint value, requested value)")
+        saved_f = FeatureConfig(**sd.get("feature_config", {}))
+        if saved_f != self.fcfg:
+            raise ValueError(f"checkpoint was made with other features: {saved_f} "
+                             f"(requested {self.fcfg})")
         self.iteration = sd["iteration"]
         self.history = sd["history"]
         self.policy.load_state_dict(sd["policy"])
@@ -864,27 +868,38 @@ def main(argv=None) -> int:
     for f in dataclasses.fields(GPSConfig):
         tr.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
                         help=f"GPSConfig.{f.name} (default {f.default})")
+    tr.add_argument("--teacher", default="momentum", choices=TEACHERS,
+                    help="the optimizer ψ0 imitates (default momentum, method-notes D7)")
     tr.add_argument("--teacher-lr", type=float, default=None,
-                    help="momentum teacher step (default: the tuned momentum baseline)")
+                    help="teacher step (default: the tuned baseline's)")
     tr.add_argument("--teacher-momentum", type=float, default=None)
+    tr.add_argument("--grad-scale", default="offset", choices=GRAD_SCALES,
+                    help="FeatureConfig.grad_scale: 'offset' (the paper) or 'rms' (chapter 5's "
+                         "deviation)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(a.threads)
     cfg = GPSConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(GPSConfig)
                        if getattr(a, f.name) is not None})
-    teacher = dict(baselines.default_hparams("momentum"))
+    teacher = dict(baselines.default_hparams(a.teacher))
     if a.teacher_lr is not None:
         teacher["lr"] = a.teacher_lr
-    if a.teacher_momentum is not None:
-        teacher["momentum"] = a.teacher_momentum
-    teacher = {"lr": float(teacher["lr"]), "momentum": float(teacher.get("momentum", 0.0))}
+    if a.teacher == "adam":
+        if a.teacher_momentum is not None:
+            ap.error("--teacher-momentum applies to the momentum teacher only")
+        teacher = {"name": "adam", "lr": float(teacher["lr"])}
+    else:
+        if a.teacher_momentum is not None:
+            teacher["momentum"] = a.teacher_momentum
+        teacher = {"lr": float(teacher["lr"]), "momentum": float(teacher.get("momentum", 0.0))}
     problem = make_problem(a.dataset, a.n_in, a.n_hidden, batch_size=a.batch_size,
                            data_dir=a.data_dir)
     out = Path(a.out)
     if (out / "checkpoint.pt").exists() and not a.resume:
         ap.error(f"{out / 'checkpoint.pt'} exists: pass --resume to continue it, or choose "
                  "another --out")
-    gps = ConvolutionalGPS(problem, cfg, FeatureConfig(), PolicyConfig(), teacher, out)
+    gps = ConvolutionalGPS(problem, cfg, FeatureConfig(grad_scale=a.grad_scale), PolicyConfig(),
+                           teacher, out)
     if a.resume and gps.resume():
         log.info("resumed at GPS iteration %d", gps.iteration)
     t0 = time.perf_counter()

@@ -6,6 +6,7 @@ to ``--policy-steps`` so the benchmark stays short; the per-step cost of π's tr
 printed so that the full budget can be extrapolated.  Prints numbers; asserts nothing.
 
     python scripts/bench_gps.py [--samples 20] [--policy-steps 5] [--threads 1]
+                                [--grad-scale rms --adam-lr 0.05]
 """
 
 import argparse
@@ -27,13 +28,19 @@ def main():
     ap.add_argument("--policy-steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--horizon", type=int, default=400)
+    ap.add_argument("--grad-scale", default="offset", choices=("offset", "rms"),
+                    help="FeatureConfig.grad_scale (rms: the deviation of chapter 5)")
+    ap.add_argument("--adam-lr", type=float, default=None,
+                    help="use an Adam teacher with this step instead of tuned momentum")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     P = make_problem("mnist", 48, 48, batch_size=64)
     cfg = GPSConfig(horizon=a.horizon, num_samples=a.samples, num_iterations=1,
                     policy_steps=a.policy_steps, pretrain_steps=a.policy_steps)
     teacher = dict(baselines.default_hparams("momentum"))
-    gps = ConvolutionalGPS(P, cfg, FeatureConfig(), PolicyConfig(), teacher)
+    if a.adam_lr is not None:
+        teacher = {"name": "adam", "lr": a.adam_lr}
+    gps = ConvolutionalGPS(P, cfg, FeatureConfig(grad_scale=a.grad_scale), PolicyConfig(), teacher)
     t0 = time.perf_counter()
     gps.initialize()
     t_init = time.perf_counter() - t0
@@ -44,7 +51,8 @@ def main():
     per_step = policy_total / max(1, inner_updates * cfg.policy_steps)
     out = {
         "problem": repr(P), "samples": cfg.num_samples, "horizon": cfg.horizon,
-        "threads": a.threads, "init_s (incl. teacher rollouts + pretraining)": round(t_init, 1),
+        "threads": a.threads, "grad_scale": a.grad_scale, "teacher": teacher,
+        "init_s (incl. teacher rollouts + pretraining)": round(t_init, 1),
         "iteration_s": round(d["wall"], 1),
         "phases_s": {k: round(v, 2) for k, v in times.items()},
         "pi_adam_step_s": round(per_step, 3),

@@ -62,6 +62,23 @@ def test_config_mismatch_on_resume_is_reported(tmp_path):
                              FeatureConfig(), PCFG, TEACHER, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="kl_step"):
         other.resume()
+    rms = ConvolutionalGPS(tiny_problem(), CFG, FeatureConfig(grad_scale="rms"), PCFG, TEACHER,
+                           checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="other features"):
+        rms.resume()
+
+
+def test_rms_features_with_an_adam_teacher_run(tmp_path):
+    """The configuration of chapter 5's last runs: finite, checkpointed, resumable."""
+    fcfg = FeatureConfig(grad_scale="rms")
+    cfg = GPSConfig(**{**CFG.__dict__, "min_step_mult": 1.0, "max_step_mult": 1.0})
+    teacher = {"name": "adam", "lr": 0.05}
+    gps = ConvolutionalGPS(tiny_problem(), cfg, fcfg, PCFG, teacher, checkpoint_dir=tmp_path)
+    history = gps.run()
+    assert len(history) == 2 and all(np.isfinite(d["pi_cost"]) for d in history)
+    assert all(gd["step_mult"] == 1.0 for d in history for gd in d["groups"].values())
+    again = ConvolutionalGPS(tiny_problem(), cfg, fcfg, PCFG, teacher, checkpoint_dir=tmp_path)
+    assert again.resume() and again.iteration == 2
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
