@@ -427,7 +427,11 @@ plt.show()
 # with gradients and steps much smaller than those offsets, the normalized
 # gradient is nearly the raw gradient and the step ratio is nearly ten times the
 # previous step's size (panel d). Inputs, loss scaling and initialization must
-# therefore be the same at meta-training and test time. A hidden
+# therefore be the same at meta-training and test time. {doc}`05_does_gps_learn`
+# finds this the main obstacle to learning on a small objective and tests a
+# deviation, gradient features divided by a running RMS of each coordinate's
+# gradient (`FeatureConfig(grad_scale="rms")`); this chapter and the figure
+# chapters use the paper's features. A hidden
 # cell checks the tracker against `l2o.features.literal_state`, a slow
 # transcription of {eq}`eq-cgps-phi` with plain loops over the whole history, at
 # steps {glue:text}`cgps_check_steps`.

@@ -370,6 +370,9 @@ rms_fixed = _load(rms_fixed_file)
 rms_ctrl = _load(rms_control_file)
 rref = rms_fixed["reference"]
 tune = rms_fixed["tuning"]["adam"]
+for f in (rms_first_file, rms_fixed_file, rms_control_file):
+    pv = _load(str(Path(f).parent / "provenance.json"))
+    print(f"{Path(f).parent}: {pv['command']}  ({pv['wall_time_s'] / 60:.0f} min)")
 print("teacher:", rms_fixed["teacher"], " features:", rms_fixed["features"])
 print("Adam grid, tuning seeds:",
       ", ".join(f"lr {g['lr']}: {g['meta_loss']:.1f}" for g in tune["grid"]),
