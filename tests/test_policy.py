@@ -276,17 +276,19 @@ def test_psd_assigns_roles_and_steps_any_module():
     assert len(opt.state) == 0
 
 
-def test_psd_equals_the_policy_run_by_hand():
+@pytest.mark.parametrize("fcfg", [FeatureConfig(), FeatureConfig(grad_scale="rms")],
+                         ids=["paper_features", "rms_features"])
+def test_psd_equals_the_policy_run_by_hand(fcfg):
     """Three steps of the optimizer = trackers + policy.step on the roles' group ids."""
     pol = make_policy()
     model, ref = mlp(), mlp()
     xb, yb = data()
-    opt = PredictedStepDescent(model.parameters(), pol)
+    opt = PredictedStepDescent(model.parameters(), pol, fcfg)
     closure = closure_for(model, opt, xb, yb)
     params = list(ref.parameters())
     gids = torch.cat([torch.full((p.numel(),), gid) for p, gid in zip(params, [0, 1, 0, 1, 2, 3])])
     D = gids.numel()
-    tracker = ObservationTracker(1, D)
+    tracker = ObservationTracker(1, D, fcfg)
     hidden = pol.initial_hidden(1, D)
     for _ in range(3):
         opt.step(closure)
