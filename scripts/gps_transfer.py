@@ -66,8 +66,8 @@ def main():
                "psd_minus_adam": float(np.mean(diff)),
                "psd_minus_adam_se": float(np.std(diff, ddof=1) / np.sqrt(len(diff))),
                "psd_wins_vs_adam": int(np.sum(diff < 0)),
-               "rank_of_psd": 1 + sum(np.mean(v) < np.mean(psd) for k, v in per_seed.items()
-                                      if k != "psd")}
+               "rank_of_psd": 1 + int(sum(np.mean(v) < np.mean(psd)
+                                          for k, v in per_seed.items() if k != "psd"))}
         rows.append(row)
         print(f"{label:32s} " + "  ".join(f"{k} {v:8.2f}" for k, v in row["mean"].items())
               + f"  PSD-Adam {row['psd_minus_adam']:+.2f} ± {row['psd_minus_adam_se']:.2f}"
