@@ -561,7 +561,7 @@ glue("learn_x_adagrad", int(sum(r["mean"]["adagrad"] < r["mean"]["psd"] for r in
 # %% [markdown]
 # $\pi$ is below its teacher on average on {glue:text}`learn_x_below` of the
 # {glue:text}`learn_x_n` objectives and first of the four methods on
-# {glue:text}`learn_x_first`; its lead over Adam grows with the horizon
+# {glue:text}`learn_x_first` of them; its lead over Adam grows with the horizon
 # (π − Adam = {glue:text}`learn_x_long` over 200 steps, twice the horizon it was
 # trained on)
 # and is smallest on {glue:text}`learn_x_smallest`
