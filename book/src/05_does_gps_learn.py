@@ -414,7 +414,7 @@ print("validation references (seeds 2000-2004):",
       {k: round(v, 1) for k, v in rref.items() if k.endswith("_fixed_val")})
 
 # %% mystnb={"figure": {"caption": "GPS with RMS-scaled gradient features from a tuned Adam teacher: meta-loss on the fixed validation seeds of π (solid) and ψ's mean policy (dotted) after each iteration (0: π pre-trained on ψ0), with Adam (the teacher) and RMSprop on the same seeds. The run with 10 samples overshoots after iteration 5 and leaves the plot (its values are in the text).", "name": "fig-learn-rms"}}
-fig, ax = plt.subplots(figsize=(7, 4))
+fig, ax = plt.subplots(figsize=(9.5, 4))
 # colours distinct from the two reference lines (Adam, RMSprop)
 run_colors = ["#1f77b4", "#8c564b", "#2ca02c", "#7f7f7f", "#9467bd", "#bcbd22"]
 assert len(run_colors) >= len(rms_runs), "add colours for the extra runs"
@@ -434,7 +434,7 @@ ax.set_ylabel("meta-loss, validation seeds")
 ax.set_ylim(min(rref["rmsprop_fixed_val"], *(i["pi_fixed_val"] for r in rms_runs
                                              for i in r["iters"])) - 0.5,
             rref["adam_tuned_fixed_val"] + 3.0)
-ax.legend(fontsize=8)
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 plt.show()
 
 # %%
