@@ -211,6 +211,7 @@ class ObservationTracker:
         self._f = None            # f̂(t)
         self._f_prev = None       # f̂(t−1)
         self._sq = None           # running mean of ∇f̂², not bias-corrected ("rms")
+        self._rms = None          # r(t), the bias-corrected RMS plus ε ("rms")
 
     @property
     def t(self) -> int:
@@ -246,6 +247,7 @@ class ObservationTracker:
             beta = self.config.rms_decay
             sq = (1.0 - beta) * g * g
             self._sq = sq if t == 0 else self._sq.mul(beta).add_(sq)
+            self._rms = (self._sq / (1.0 - beta ** (t + 1))).sqrt_().add_(self.config.rms_eps)
         self._f_prev = self._f
         self._x_prev = x.clone()
         self._step, self._prev_step = step, prev_step
@@ -255,10 +257,9 @@ class ObservationTracker:
 
     def grad_rms(self) -> torch.Tensor:
         """``r(t) = sqrt(v(t) / (1 − β^(t+1))) + ε``, ``(N, D)`` (``grad_scale = "rms"`` only)."""
-        if self._sq is None:
+        if self._rms is None:
             raise RuntimeError("grad_rms() needs grad_scale='rms' and at least one update()")
-        beta = self.config.rms_decay
-        return (self._sq / (1.0 - beta ** (self._t + 1))).sqrt_().add_(self.config.rms_eps)
+        return self._rms
 
     def observation(self) -> torch.Tensor:
         """Ψ at the last step: ``(N, D, 3)``, the objective feature replicated over ``D``."""
@@ -450,17 +451,17 @@ class StateTracker:
         nGv = min(nG, q + 1)
         nA = min(nGv + 1, q + 1)
         A = self._gather(self._gbar, [t - S * k for k in range(nA)], wa[:nA])    # ḡ(t−Sk)
+        # dividing into a contiguous buffer, then one transposing copy, is faster than
+        # writing the quotient straight into the strided slice of ``out``
         if cfg.grad_scale == "rms":
-            den = wb[:nGv]
-            den.copy_(self._obs.grad_rms().expand_as(den))
+            quotient = torch.div(A[:nGv], self._obs.grad_rms(), out=wb[:nGv])
         else:
             den_k = torch.tensor([min(i + 1, q) for i in range(nGv)], device=A.device)
             den = torch.index_select(A, 0, den_k, out=wb[:nGv])
             den.abs_().add_(cfg.grad_offset)
+            quotient = torch.div(A[:nGv], den, out=den)
         o = lay["gradient"].start
-        # dividing into a contiguous buffer, then one transposing copy, is faster than
-        # writing the quotient straight into the strided slice of ``out``
-        out[..., o : o + nGv] = torch.div(A[:nGv], den, out=den).permute(1, 2, 0)
+        out[..., o : o + nGv] = quotient.permute(1, 2, 0)
 
         # Iterate, R_i for i < min(H, q).  With Δ_k = |x̄(t−Sk) − x̄(t−S(k+1))|, the
         # denominator is Δ_i + 0.1.  Both numerator indices clamp together (each clamp is
@@ -486,6 +487,13 @@ class StateTracker:
 # --------------------------------------------------------- literal transcriptions (tests)
 def _as_arrays(seq) -> list:
     return [np.asarray(v, dtype=np.float64) for v in seq]
+
+
+def _literal_rms(gs: list, k: int, config: FeatureConfig) -> np.ndarray:
+    """``r(k) = sqrt(v(k) / (1 − β^(k+1))) + ε``, ``v(k) = Σ_{j ≤ k} (1−β) β^(k−j) g(j)²``."""
+    beta = config.rms_decay
+    v = sum((1 - beta) * beta ** (k - j) * gs[j] ** 2 for j in range(k + 1))
+    return np.sqrt(v / (1 - beta ** (k + 1))) + config.rms_eps
 
 
 def literal_state(xs: Sequence, fs: Sequence, gs: Sequence, t: int,
@@ -525,12 +533,6 @@ def literal_state(xs: Sequence, fs: Sequence, gs: Sequence, t: int,
             raise AssertionError(f"a feature at t={t} references the future: {indices}")
         return all(k >= 0 for k in indices)
 
-    def rms(k):
-        # r(k) = sqrt(v(k) / (1 − β^(k+1))) + ε with v(k) = Σ_{j ≤ k} (1−β) β^(k−j) g(j)²
-        beta = config.rms_decay
-        v = sum((1 - beta) * beta ** (k - j) * gs[j] ** 2 for j in range(k + 1))
-        return np.sqrt(v / (1 - beta ** (k + 1))) + config.rms_eps
-
     columns = [xs[t]]
     for i in range(H):
         a, b = t - S * i, t - S * (i + 1)
@@ -543,7 +545,7 @@ def literal_state(xs: Sequence, fs: Sequence, gs: Sequence, t: int,
     for i in range(config.n_grad_terms):
         a, b = t - S * i, max(t - S * (i + 1), t % S)
         if defined(a, b) and config.grad_scale == "rms":
-            columns.append(bar(gs, a) / rms(t))
+            columns.append(bar(gs, a) / _literal_rms(gs, t, config))
         elif defined(a, b):
             columns.append(bar(gs, a) / (np.abs(bar(gs, b)) + config.grad_offset))
         else:
@@ -579,9 +581,7 @@ def literal_observation(xs: Sequence, fs: Sequence, gs: Sequence, t: int,
     else:
         o1 = np.zeros(D)
     if config.grad_scale == "rms":
-        beta = config.rms_decay
-        v = sum((1 - beta) * beta ** (t - j) * gs[j] ** 2 for j in range(t + 1))
-        o2 = gs[t] / (np.sqrt(v / (1 - beta ** (t + 1))) + config.rms_eps)
+        o2 = gs[t] / _literal_rms(gs, t, config)
     else:
         o2 = gs[t] / (np.abs(gs[max(t - 1, 0)]) + config.grad_offset)
     if t >= 1:   # references t−1; max(t−1, 1) ≤ t then
