@@ -30,6 +30,7 @@ __all__ = [
     "dual_update_lambda",
     "update_nu",
     "kl_pi_psi_per_t",
+    "kl_psi_pi_per_t",
     "step_adjust",
 ]
 
@@ -275,6 +276,40 @@ def kl_pi_psi_per_t(pi: LinearGaussianPolicy, psi: LinearGaussianPolicy, X: np.n
     ld_psi = 2.0 * np.sum(np.log(np.diagonal(psi.chol, axis1=1, axis2=2)), axis=1)
     ld_pi = 2.0 * np.sum(np.log(np.diagonal(pi.chol, axis1=1, axis2=2)), axis=1)
     return np.maximum(0.5 * (tr - dU + ld_psi - ld_pi + maha), 0.0)
+
+
+def kl_psi_pi_per_t(psi: LinearGaussianPolicy, pi_mean: np.ndarray, pi_cov, X: np.ndarray
+                    ) -> np.ndarray:
+    """Sample estimate of E_ψ[KL(ψ(·|x_t) ‖ π(·|o_t))] per step, with π's own means.
+
+    π is the Gaussian N(μ^π(o_{≤t}), Σ^π) of the network (not its linearisation π̃):
+    with m^ψ = K_t x + k_t, G = G_t and P^π = (Σ^π)⁻¹,
+
+        KL = ½ [tr(P^π G) − dU + log|Σ^π| − log|G| + (m^ψ − μ^π)ᵀ P^π (m^ψ − μ^π)],
+
+    averaged over ψ's sampled states. This is the divergence the reference's ν update
+    and step adjustment read.
+
+    Args:
+        psi: ψ.
+        pi_mean: π's mean actions at the sampled states ``(N, T, dU)``.
+        pi_cov: Σ^π, a scalar (× I), ``(dU, dU)`` or ``(T, dU, dU)``.
+        X: states along ψ's samples ``(N, T, dX)``.
+
+    Returns:
+        ``(T,)`` estimates.
+    """
+    X = _states(psi, X)
+    T, dU = psi.T, psi.dU
+    S = np.asarray(pi_cov, dtype=np.float64)
+    S = np.broadcast_to(S * np.eye(dU) if S.ndim == 0 else S, (T, dU, dU))
+    P = np.linalg.inv(S)
+    d = psi.mean(X) - np.asarray(pi_mean, dtype=np.float64)[:, :T]
+    maha = np.einsum("ntu,tuv,ntv->t", d, P, d) / X.shape[0]
+    tr = np.einsum("tuv,tvu->t", P, psi.cov)
+    ld_pi = np.linalg.slogdet(S)[1]
+    ld_psi = 2.0 * np.sum(np.log(np.diagonal(psi.chol, axis1=1, axis2=2)), axis=1)
+    return np.maximum(0.5 * (tr - dU + ld_pi - ld_psi + maha), 0.0)
 
 
 def step_adjust(prev_pred: float, new_pred: float, new_actual: float, step_mult: float, *,

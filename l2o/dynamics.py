@@ -23,7 +23,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from l2o.lqg import LinearGaussianDynamics, LinearGaussianPolicy, QuadraticCost, _floor_cov
+from l2o.lqg import (LinearGaussianDynamics, LinearGaussianPolicy, QuadraticCost,
+                     StateProjection, _floor_cov)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ __all__ = [
     "fit_dynamics",
     "fit_linear_gaussian_policy",
     "fit_cost_gradient_matching",
+    "fit_state_projection",
+    "pad_hidden",
 ]
 
 
@@ -370,19 +373,30 @@ class SlidingWindowPrior:
         self.max_points_per_step = max_points_per_step
         self.means = self.covs = None
 
-    def update(self, X: np.ndarray, U: np.ndarray, rng: np.random.Generator
-               ) -> "SlidingWindowPrior":
-        """Per-step moments of [x_t, u_t, x_{t+1}] from ``X (N, T[+1], dX)``, ``U (N, T, dU)``."""
-        X, U, _ = _check_XU(X, U)
-        N, n_trans = X.shape[0], X.shape[1] - 1
-        D = 2 * X.shape[2] + U.shape[2]
-        self.means = np.empty((n_trans, D))
-        self.covs = np.empty((n_trans, D, D))
-        for t in range(n_trans):
+    def update(self, X: np.ndarray, U: np.ndarray, rng: np.random.Generator,
+               transitions: bool = True) -> "SlidingWindowPrior":
+        """Per-step moments of the points the fit will condition.
+
+        Args:
+            X: ``(N, T[+1], dX)``; U: ``(N, T, dU)``.
+            transitions: points [x_t, u_t, x_{t+1}] (a dynamics prior, default) or
+                [x_t, u_t] (a prior for a policy fit, :func:`fit_linear_gaussian_policy`).
+        """
+        if transitions:
+            X, U, _ = _check_XU(X, U)
+            n_steps = X.shape[1] - 1
+        else:
+            X, U = np.asarray(X, dtype=np.float64), np.asarray(U, dtype=np.float64)
+            n_steps = U.shape[1]
+        N = X.shape[0]
+        D = (2 if transitions else 1) * X.shape[2] + U.shape[2]
+        self.means = np.empty((n_steps, D))
+        self.covs = np.empty((n_steps, D, D))
+        for t in range(n_steps):
             n = np.arange(N) if N <= self.max_points_per_step else \
                 rng.choice(N, size=self.max_points_per_step, replace=False)
-            Y = np.concatenate([X[n, t], U[n, t], X[n, t + 1]], axis=1)
-            self.means[t], self.covs[t] = _mean_cov(Y)
+            parts = [X[n, t], U[n, t]] + ([X[n, t + 1]] if transitions else [])
+            self.means[t], self.covs[t] = _mean_cov(np.concatenate(parts, axis=1))
         return self
 
     def eval(self, points: np.ndarray, t: int | None = None
@@ -544,7 +558,9 @@ def fit_linear_gaussian_policy(X: np.ndarray, U_pi: np.ndarray, prior: NIWPrior 
 
 
 def fit_cost_gradient_matching(X: np.ndarray, grad_x: np.ndarray, ridge: float = 1e-6,
-                               dU: int = 1, x_index: int = 0) -> QuadraticCost:
+                               dU: int = 1, x_index: int = 0, window: int = 0,
+                               relative_ridge: bool = False,
+                               features: Sequence[int] | None = None) -> QuadraticCost:
     """Quadratic cost c̃ whose x-derivative matches the true gradient (method-notes D6).
 
     The paper fits "local quadratic approximations to c(s_t)" without saying how; under
@@ -564,9 +580,17 @@ def fit_cost_gradient_matching(X: np.ndarray, grad_x: np.ndarray, ridge: float =
     Args:
         X: states ``(N, T, dX)`` with the iterate coordinate x_j at index ``x_index``.
         grad_x: ∂f/∂x_j at those states, ``(N, T)`` or ``(N, T, 1)``.
-        ridge: ridge on r (absolute units of the states).
+        ridge: ridge on r (absolute units of the states, or × each state variance with
+            ``relative_ridge``).
         dU: action dimension of the returned cost.
         x_index: state index of the iterate coordinate.
+        window: pool the points of steps t−window … t+window into step t's regression
+            (0: each step alone). Per-step fits with ~76 regressors overfit the noisy
+            gradients; pooling over neighbouring steps trades a little time resolution
+            for a fit that predicts held-out gradients.
+        relative_ridge: ridge in correlation units (the states' scales differ by orders).
+        features: state indices the regression may use (default: all). The iterate
+            coordinate is always included.
 
     Returns:
         :class:`~l2o.lqg.QuadraticCost` with ``C (T, dX+dU, dX+dU)``, ``c (T, dX+dU)``.
@@ -579,14 +603,31 @@ def fit_cost_gradient_matching(X: np.ndarray, grad_x: np.ndarray, ridge: float =
     if X.ndim != 3 or X.shape[0] != N or X.shape[1] < T:
         raise ValueError(f"X {X.shape} does not match grad_x {g.shape}")
     dX = X.shape[2]
-    r = np.empty((T, dX))
+    if window < 0:
+        raise ValueError(f"Invalid window: {window} (must be ≥ 0)")
+    cols = np.arange(dX) if features is None else np.union1d([x_index], np.asarray(features, int))
+    if cols.min() < 0 or cols.max() >= dX:
+        raise ValueError(f"features must be state indices in [0, {dX})")
+    d = len(cols)
+    # per-step moments of [s, g], pooled over a window of steps below
+    mus = np.empty((T, d + 1))
+    Ss = np.empty((T, d + 1, d + 1))
+    for t in range(T):
+        mus[t], Ss[t] = _mean_cov(np.concatenate([X[:, t][:, cols], g[:, t, None]], axis=1))
+    r = np.zeros((T, dX))
     b = np.empty(T)
     for t in range(T):
-        Y = np.concatenate([X[:, t], g[:, t, None]], axis=1)
-        mu, S = _mean_cov(Y)
-        Sxx = S[:dX, :dX] + ridge * np.eye(dX)
-        r[t] = np.linalg.solve(Sxx, S[:dX, dX])
-        b[t] = mu[dX] - r[t] @ mu[:dX]
+        lo, hi = max(0, t - window), min(T, t + window + 1)
+        mu = mus[lo:hi].mean(axis=0)
+        dm = mus[lo:hi] - mu
+        S = Ss[lo:hi].mean(axis=0) + dm.T @ dm / (hi - lo)
+        Sxx = np.array(S[:d, :d])
+        if relative_ridge:
+            Sxx[np.diag_indices(d)] += ridge * np.maximum(np.diag(Sxx), 1e-300)
+        else:
+            Sxx[np.diag_indices(d)] += ridge
+        r[t, cols] = np.linalg.solve(Sxx, S[:d, d])
+        b[t] = mu[d] - r[t, cols] @ mu[:d]
     n = dX + dU
     C = np.zeros((T, n, n))
     c = np.zeros((T, n))
@@ -594,3 +635,60 @@ def fit_cost_gradient_matching(X: np.ndarray, grad_x: np.ndarray, ridge: float =
     C[:, :dX, x_index] = r
     c[:, x_index] = b
     return QuadraticCost(C, c)
+
+
+def fit_state_projection(X: np.ndarray, hidden: Sequence[int] = (0,), window: int = 3,
+                         ridge: float = 1e-3) -> StateProjection:
+    """Best affine prediction of hidden state entries from the visible ones, per step.
+
+    For each step t, a ridge regression pooled over the ``N`` samples of steps
+    t−window … t+window gives x_h ≈ a_tᵀ x_v + b_t for each hidden entry h (visible
+    entries v). The result maps a state to the state a law that cannot read the hidden
+    entries acts on (:class:`~l2o.lqg.StateProjection`).
+
+    Args:
+        X: states ``(N, T, dX)``.
+        hidden: entries the law may not read (default: the iterate coordinate, index 0).
+        window: half-width of the pooling window, in steps.
+        ridge: ridge in correlation units (× each visible variance).
+
+    Returns:
+        :class:`~l2o.lqg.StateProjection` with ``T = X.shape[1]``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 3:
+        raise ValueError(f"X must be (N, T, dX), got {X.shape}")
+    N, T, dX = X.shape
+    hidden = sorted(set(int(h) for h in hidden))
+    vis = np.setdiff1d(np.arange(dX), hidden)
+    mus = np.empty((T, dX))
+    Ss = np.empty((T, dX, dX))
+    for t in range(T):
+        mus[t], Ss[t] = _mean_cov(X[:, t])
+    P = np.broadcast_to(np.eye(dX), (T, dX, dX)).copy()
+    p = np.zeros((T, dX))
+    for t in range(T):
+        lo, hi = max(0, t - window), min(T, t + window + 1)
+        mu = mus[lo:hi].mean(axis=0)
+        dm = mus[lo:hi] - mu
+        S = Ss[lo:hi].mean(axis=0) + dm.T @ dm / (hi - lo)
+        Svv = S[np.ix_(vis, vis)]
+        Svv[np.diag_indices(len(vis))] += ridge * np.maximum(np.diag(Svv), 1e-300) + 1e-300
+        A = np.linalg.solve(Svv, S[np.ix_(vis, hidden)])            # (|v|, |h|)
+        for j, h in enumerate(hidden):
+            P[t, h, :] = 0.0
+            P[t, h, vis] = A[:, j]
+            p[t, h] = mu[h] - A[:, j] @ mu[vis]
+    return StateProjection(P, p, tuple(hidden))
+
+
+def pad_hidden(policy: LinearGaussianPolicy, hidden: Sequence[int], dX: int
+               ) -> LinearGaussianPolicy:
+    """A policy fitted on the visible state entries, as a policy on the full state.
+
+    The gains on the ``hidden`` entries are zero: the law does not read them.
+    """
+    vis = np.setdiff1d(np.arange(dX), list(hidden))
+    K = np.zeros((policy.T, policy.dU, dX))
+    K[:, :, vis] = policy.K
+    return LinearGaussianPolicy(K, policy.k, policy.cov)

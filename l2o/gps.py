@@ -43,6 +43,13 @@ class GPSNumericalError(RuntimeError):
     """A GPS phase produced non-finite numbers that a retry could not repair."""
 
 
+#: Choices of the string fields of :class:`GPSConfig`.
+NU_UNITS = ("eta", "absolute")
+PSI_FEEDBACK = ("observed", "full")
+STEP_RULES = ("reference", "model")
+COST_FEATURES = ("all", "x_grad")
+
+
 @dataclass(frozen=True)
 class GPSConfig:
     """Hyperparameters of convolutional GPS-BADMM (defaults: method-notes §1.5)."""
@@ -57,22 +64,34 @@ class GPSConfig:
     min_step_mult: float = 0.01
     max_step_mult: float = 10.0
     init_eta: float = 1.0
-    init_nu: float = 0.01             # initial ν_t (GPS "init_pol_wt")
+    init_nu: float = 0.1              # initial ν_t, in the units of nu_units
+    nu_units: str = "eta"             # "eta": init_nu × the η an uncoupled ψ-step needs
+                                      # (ν in the cost's units); "absolute": GPS's
+                                      # "init_pol_wt" as is (robotics units, 0.01)
+    nu_range: float = 10.0            # ν_t stays in [ν0 / nu_range, ν0 · nu_range]
     dual_rate: float = 0.1            # α in the λ update
     nu_lower: float = 1.0             # ν ← ν/2 when KL_t < mean − nu_lower·std
     nu_upper: float = 0.5             # ν ← 2ν when KL_t ≥ mean + nu_upper·std
+    psi_feedback: str = "observed"    # "observed": ψ's law reads only what π observes (no
+                                      # feedback on x_j); "full": every state entry
+    step_rule: str = "reference"      # "reference": GPS's step adjust (sampled cost and
+                                      # ν·KL terms); "model": the earlier model-only rule
+    policy_prior: bool = True         # sliding-window prior for the fits of ψ0 and π̃
+    cost_window: int = 10             # the cost fit pools steps t ± cost_window
+    cost_features: str = "all"        # regressors of the cost fit: "all" or "x_grad"
+                                      # (x_j and its gradient features)
     dynamics_regularization: float = 1e-3
     prior: str = "window"             # dynamics prior: "window" (neighbouring steps) or "gmm"
     prior_strength: float = 150.0     # pseudo-points of the NIW prior (≈ dim of [s, a, s'])
     prior_window: int = 3             # half-width of the "window" prior, in steps
     prior_clusters: int = 8           # "gmm": components (≤ 10 as in the 2016 paper)
     prior_points: int = 20_000        # "gmm": EM subsample
-    cost_ridge: float = 1e-6
+    cost_ridge: float = 0.1            # ridge of the cost fit, in correlation units
     policy_steps: int = 200           # Adam steps on π per inner iteration (per group)
     policy_batch: int = 64            # coordinate sequences per Adam step
     policy_lr: float = 1e-3
     policy_clip: float = 1.0
-    policy_window: int = 0            # truncated BPTT window for π (0: whole sequences)
+    policy_window: int = 50           # truncated BPTT window for π (0: whole sequences)
     pretrain_steps: int = 500         # imitation of ψ0 before BADMM (method-notes D7)
     init_var_floor: float = 0.3       # G0 ≥ (init_var_floor · RMS teacher action)^2
     min_action_var: float = 1e-12
@@ -93,6 +112,16 @@ class GPSConfig:
             raise ValueError("Need 0 < min_step_mult ≤ max_step_mult")
         if self.prior not in ("window", "gmm"):
             raise ValueError(f"Invalid prior: {self.prior!r} (use 'window' or 'gmm')")
+        choices = {"nu_units": NU_UNITS, "psi_feedback": PSI_FEEDBACK,
+                   "step_rule": STEP_RULES, "cost_features": COST_FEATURES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Invalid {name}: {getattr(self, name)!r} "
+                                 f"(expected one of {allowed})")
+        if not self.nu_range >= 1:
+            raise ValueError(f"Invalid nu_range: {self.nu_range} (must be ≥ 1)")
+        if self.cost_window < 0:
+            raise ValueError(f"Invalid cost_window: {self.cost_window} (must be ≥ 0)")
         if self.cost_subset < 0:
             raise ValueError(f"Invalid cost_subset: {self.cost_subset}")
 
@@ -390,10 +419,64 @@ class GroupVars:
     lam: np.ndarray         # (T, 1)
     step_mult: float = 1.0
     pi_cov: float = 0.0     # Σ^π (scalar action)
-    prev: dict = field(default_factory=dict)  # previous dynamics/cost/ψ for step adjust
+    prev: dict = field(default_factory=dict)  # last iteration's models and ψ, for step adjust
+    nu_ref: float = 0.0     # ν0, the centre of ν's allowed range (0: not set yet)
 
 
-def _fit_group(gs: GroupSamples, cfg: GPSConfig, rng: np.random.Generator):
+@dataclass
+class GroupModels:
+    """What one iteration fits for one group from ψ's samples."""
+
+    dyn: lqg.LinearGaussianDynamics
+    cost: lqg.QuadraticCost
+    restrict: lqg.StateProjection | None   # the law ψ may use (None: any)
+    pi_lin: lqg.LinearGaussianPolicy | None = None   # π̃, refitted after each θ-step
+    mu_pi: np.ndarray | None = None                  # π's own means along the samples
+    memory: tuple | None = None                      # π's window memories (θ-step BPTT)
+
+
+def _hidden(cfg: GPSConfig) -> tuple[int, ...]:
+    """State entries ψ's law may not read: the iterate x_j unless ``psi_feedback="full"``."""
+    return () if cfg.psi_feedback == "full" else (0,)
+
+
+def fit_policy(X: np.ndarray, U: np.ndarray, cfg: GPSConfig, rng: np.random.Generator,
+               pi_cov: float = 0.0) -> lqg.LinearGaussianPolicy:
+    """Linear-Gaussian fit of actions ``U (M, T, 1)`` on states ``X (M, T, dX)``: ψ0 and π̃.
+
+    Per step, pooled over the group's sequences, with (``cfg.policy_prior``) a sliding
+    window prior over neighbouring steps: a bias group has ~60–200 points per step for 76
+    regressors, and per-step fits without a prior are noise there. With
+    ``cfg.psi_feedback="observed"`` the regression leaves out the iterate x_j, which π
+    never observes, and the gain on x_j is zero.
+    """
+    hidden = _hidden(cfg)
+    dX = X.shape[2]
+    Xv = np.delete(X, hidden, axis=2) if hidden else X
+    prior = None
+    if cfg.policy_prior:
+        prior = dynamics.SlidingWindowPrior(window=cfg.prior_window, strength=cfg.prior_strength)
+        prior.update(Xv, U, rng, transitions=False)
+    fit = dynamics.fit_linear_gaussian_policy(Xv, U, prior=prior,
+                                              regularization=cfg.dynamics_regularization,
+                                              pi_cov=pi_cov, relative_regularization=True)
+    return dynamics.pad_hidden(fit, hidden, dX) if hidden else fit
+
+
+def fit_cost(gs: "GroupSamples", cfg: GPSConfig, feature_config: FeatureConfig
+             ) -> lqg.QuadraticCost:
+    """The group's quadratic cost c̃ by gradient matching, pooled over ``cfg.cost_window``."""
+    features = None
+    if cfg.cost_features == "x_grad":
+        features = list(range(feature_config.layout["gradient"].start,
+                              feature_config.layout["gradient"].stop))
+    return dynamics.fit_cost_gradient_matching(gs.X, gs.grad, ridge=cfg.cost_ridge,
+                                               window=cfg.cost_window, relative_ridge=True,
+                                               features=features)
+
+
+def _fit_group(gs: GroupSamples, cfg: GPSConfig, rng: np.random.Generator,
+               feature_config: FeatureConfig = FeatureConfig()) -> GroupModels:
     if cfg.prior == "gmm":
         prior = dynamics.GMMPrior(n_clusters=cfg.prior_clusters, max_points=cfg.prior_points,
                                   strength=cfg.prior_strength)
@@ -403,24 +486,53 @@ def _fit_group(gs: GroupSamples, cfg: GPSConfig, rng: np.random.Generator):
     dyn = dynamics.fit_dynamics(gs.X, gs.U, prior=prior,
                                 regularization=cfg.dynamics_regularization,
                                 known_rows="increment", relative_regularization=True)
-    cost = dynamics.fit_cost_gradient_matching(gs.X, gs.grad, ridge=cfg.cost_ridge)
-    return dyn, cost
+    hidden = _hidden(cfg)
+    restrict = (dynamics.fit_state_projection(gs.X, hidden, window=cfg.prior_window)
+                if hidden else None)
+    return GroupModels(dyn, fit_cost(gs, cfg, feature_config), restrict)
+
+
+def _pi_pass(policy: LSTMPolicy, O: torch.Tensor, group_id: int, window: int = 0,
+             chunk: int = 4096):
+    """One no-grad pass of π along ``O (T, M, 3)``: its means and its window memories.
+
+    Returns ``(means (T, M), memory)``; ``memory`` is ``(h, c)`` each
+    ``(n_windows, M, H)``, π's memory at the start of every window of ``window`` steps
+    (window 0 starts from zero memory), or ``None`` when ``window`` is 0 or ≥ T.
+    The θ-step's truncated BPTT starts its windows from this memory, so one pass serves
+    both the linearisation π̃ and the next θ-step.
+    """
+    T, M, _ = O.shape
+    windowed = 0 < window < T
+    n_win = (T + window - 1) // window if windowed else 1
+    w = window if windowed else T
+    H = policy.config.hidden_size
+    out = torch.empty(T, M)
+    h_all = torch.zeros(n_win, M, H) if windowed else None
+    c_all = torch.zeros(n_win, M, H) if windowed else None
+    with torch.no_grad():
+        for s in range(0, M, chunk):
+            hidden = None
+            for k in range(n_win):
+                ts = slice(k * w, min(T, (k + 1) * w))
+                out[ts, s:s + chunk], hidden = policy.forward_sequence(
+                    O[ts, s:s + chunk], group_id, hidden, return_hidden=True)
+                if windowed and k + 1 < n_win:
+                    h_all[k + 1, s:s + chunk], c_all[k + 1, s:s + chunk] = hidden
+    return out, ((h_all, c_all) if windowed else None)
 
 
 def _pi_means(policy: LSTMPolicy, gs: GroupSamples, group_id: int, batch: int = 4096):
     """π's mean actions along ψ's samples: ``(M, T, 1)`` float64."""
-    T, M, _ = gs.O.shape
-    out = torch.empty(T, M)
-    with torch.no_grad():
-        for s in range(0, M, batch):
-            out[:, s : s + batch] = policy.forward_sequence(gs.O[:, s : s + batch], group_id)
+    out, _ = _pi_pass(policy, gs.O, group_id, 0, batch)
     return out.T.double().numpy()[..., None]
 
 
 def _fit_pi(policy, gs, group_id, pi_cov, cfg, rng):
-    mu = _pi_means(policy, gs, group_id)
-    return dynamics.fit_linear_gaussian_policy(gs.X, mu, regularization=cfg.dynamics_regularization,
-                                               pi_cov=pi_cov, relative_regularization=True), mu
+    """π̃ and π's means along the samples; also returns π's window memories."""
+    out, memory = _pi_pass(policy, gs.O, group_id, cfg.policy_window)
+    mu = out.T.double().numpy()[..., None]
+    return fit_policy(gs.X, mu, cfg, rng, pi_cov), mu, memory
 
 
 def _window_memory(policy: LSTMPolicy, O: torch.Tensor, group_id: int, window: int,
@@ -429,24 +541,15 @@ def _window_memory(policy: LSTMPolicy, O: torch.Tensor, group_id: int, window: i
 
     Returns ``h, c`` of shape ``(n_windows, M, H)``; window 0 starts from zero memory.
     """
-    T, M, _ = O.shape
-    n_win = (T + window - 1) // window
-    H = policy.config.hidden_size
-    h_all = torch.zeros(n_win, M, H)
-    c_all = torch.zeros(n_win, M, H)
-    with torch.no_grad():
-        for s in range(0, M, chunk):
-            hidden = None
-            for w in range(n_win - 1):
-                _, hidden = policy.forward_sequence(O[w * window:(w + 1) * window, s:s + chunk],
-                                                    group_id, hidden, return_hidden=True)
-                h_all[w + 1, s:s + chunk], c_all[w + 1, s:s + chunk] = hidden
-    return h_all, c_all
+    T = O.shape[0]
+    if not 0 < window < T:
+        raise ValueError(f"window must be in (0, {T}), got {window}")
+    return _pi_pass(policy, O, group_id, window, chunk)[1]
 
 
 def train_policy(policy: LSTMPolicy, group_id: int, O: torch.Tensor, target: np.ndarray,
                  weight: np.ndarray, steps: int, batch: int, lr: float, clip: float,
-                 gen: torch.Generator, window: int = 0) -> list[float]:
+                 gen: torch.Generator, window: int = 0, memory=None) -> list[float]:
     """θ-step for one group: weighted regression of π's means onto the targets by BPTT.
 
     Minimises ``Σ_t w_t (μ^π(o^j_{≤t}) − target_t^j)^2 / 2`` over minibatches of coordinate
@@ -459,6 +562,8 @@ def train_policy(policy: LSTMPolicy, group_id: int, O: torch.Tensor, target: np.
             ``W`` steps (truncated BPTT) that start from π's memory at the window's start,
             computed once per call with the weights at the start of the call (a
             cost-saving approximation: the memory goes slightly stale during the call).
+        memory: π's window memories at the current weights, from :func:`_pi_pass`
+            (computed here when ``None``).
     """
     params = policy.group_parameters(group_id)
     opt = torch.optim.Adam(params, lr=lr)
@@ -470,7 +575,8 @@ def train_policy(policy: LSTMPolicy, group_id: int, O: torch.Tensor, target: np.
     T, M = O.shape[0], O.shape[1]
     windowed = 0 < window < T
     if windowed:
-        h_all, c_all = _window_memory(policy, O, group_id, window)
+        h_all, c_all = memory if memory is not None else _window_memory(policy, O, group_id,
+                                                                         window)
         n_win = h_all.shape[0]
     losses = []
     for _ in range(steps):
@@ -535,9 +641,7 @@ class ConvolutionalGPS:
         self.policy.fit_normalization_groups([gs.O.reshape(-1, 3) for gs in samples.groups])
         self.groups = []
         for gid, gs in enumerate(samples.groups):
-            psi = dynamics.fit_linear_gaussian_policy(gs.X, gs.U,
-                                                      regularization=cfg.dynamics_regularization,
-                                                      pi_cov=0.0, relative_regularization=True)
+            psi = fit_policy(gs.X, gs.U, cfg, self.np_rng)
             rms = float(np.sqrt(np.mean(gs.U ** 2)))
             floor = max((cfg.init_var_floor * rms) ** 2, cfg.min_action_var)
             cov = np.maximum(psi.cov, floor)
@@ -561,83 +665,30 @@ class ConvolutionalGPS:
 
     # ------------------------------------------------------------------- iteration
     def iterate(self) -> dict:
-        """One GPS iteration; returns its diagnostics (also appended to ``history``)."""
-        cfg, T, P = self.cfg, self.cfg.horizon, self.problem
+        """One GPS iteration as a list of named phases; returns its diagnostics.
+
+        sample ψ → fit the local models → adjust the step → per group, the BADMM inner
+        loop (θ-step, dual step, ψ-step) → evaluate π and ψ's mean.
+        """
+        cfg = self.cfg
         times = {}
         t0 = time.perf_counter()
-        stored = _coord_choice(P, cfg.coords_per_group, self.np_rng)
-        samples = rollout(P, self.cost, T, cfg.num_samples,
-                          psi_actor(P, [g.psi for g in self.groups], self.torch_gen),
-                          self.fcfg, self.torch_gen, stored)
-        if samples.diverged:
-            log.warning("%d of %d ψ samples produced non-finite values", samples.diverged,
-                        cfg.num_samples)
+        samples = self._sample()
         times["sample"] = time.perf_counter() - t0
-        diag = {"iteration": self.iteration, "psi_cost": float(np.nanmean(samples.true_loss[:, 1:].sum(1))),
+        diag = {"iteration": self.iteration,
+                "psi_cost": float(np.nanmean(samples.true_loss[:, 1:].sum(1))),
                 "psi_final": float(np.nanmean(samples.true_loss[:, -1])), "groups": {}}
-
-        for gid, (gv, gs) in enumerate(zip(self.groups, samples.groups)):
-            name = P.groups[gid].name
-            gd = {}
+        models = []
+        for gid, gs in enumerate(samples.groups):
             t1 = time.perf_counter()
-            dyn, cost = _fit_group(gs, cfg, self.np_rng)
-            pi_lin, mu_pi = _fit_pi(self.policy, gs, gid, gv.pi_cov, cfg, self.np_rng)
-            times[f"fit_{name}"] = time.perf_counter() - t1
-
-            # step adjust: compare the LQG-predicted improvement of the last update with
-            # the one measured under the newly fitted dynamics
-            if self.iteration > 0 and gv.prev:
-                gv.step_mult = self._step_adjust(gv, dyn, cost)
-            eps = cfg.kl_step * gv.step_mult * T
-
-            t_pol = t_lqg = 0.0
-            rejected = 0
-            prev_psi = gv.psi
-            for inner in range(cfg.inner_iterations):
-                first = self.iteration == 0 and inner == 0
-                if not first:
-                    ts = time.perf_counter()
-                    tg = badmm.pi_targets(gv.psi, gs.X, gv.lam, gv.nu)
-                    # weight of step t in the regression: ν_t G_t⁻¹, normalised as in GPS
-                    w_t = badmm.normalize_weights(tg.weight * tg.precision[:, 0, 0])
-                    train_policy(self.policy, gid, gs.O, tg.mean[..., 0], w_t, cfg.policy_steps,
-                                 cfg.policy_batch, cfg.policy_lr, cfg.policy_clip, self.torch_gen,
-                                 cfg.policy_window)
-                    gv.pi_cov = badmm.closed_form_pi_cov(gv.psi, gv.nu).item()
-                    pi_lin, mu_pi = _fit_pi(self.policy, gs, gid, gv.pi_cov, cfg, self.np_rng)
-                    t_pol += time.perf_counter() - ts
-                    gv.lam = badmm.dual_update_lambda(gv.lam, gv.nu, gv.psi, gs.X, mu_pi,
-                                                      cfg.dual_rate)
-                    if inner == cfg.inner_iterations - 1:
-                        kl_t = badmm.kl_pi_psi_per_t(pi_lin, gv.psi, gs.X)
-                        gv.nu = badmm.update_nu(gv.nu, kl_t, lower=cfg.nu_lower, upper=cfg.nu_upper)
-                ts = time.perf_counter()
-                psi, eta, info = lqg.solve_kl_constrained(dyn, cost, prev_psi, gv.lam, gv.nu,
-                                                          pi_lin, eps, gv.eta)
-                t_lqg += time.perf_counter() - ts
-                if not np.isfinite(info["kl"]) or info["kl"] > 2.0 * eps:
-                    # The fitted model could not honour the trust region even at the
-                    # largest η (typically an unstable dynamics fit): keep the current ψ
-                    # rather than take an unbounded step, and shrink the next step.
-                    rejected += 1
-                    log.warning("group %s: rejected ψ update (KL %.3g > 2ε = %.3g)", name,
-                                info["kl"], 2.0 * eps)
-                    gv.step_mult = max(cfg.min_step_mult, 0.5 * gv.step_mult)
-                    continue
-                gv.psi, gv.eta = psi, eta
-            gv.prev = {"dyn": dyn, "cost": cost, "psi_old": prev_psi, "psi_new": gv.psi,
-                       "pi_lin": pi_lin}
-            times[f"policy_{name}"] = t_pol
-            times[f"lqg_{name}"] = t_lqg
-            kl_pi = badmm.kl_pi_psi_per_t(pi_lin, gv.psi, gs.X)
-            gd.update(eta=gv.eta, nu_mean=float(np.mean(gv.nu)), step_mult=gv.step_mult,
-                      kl_pi_psi=float(np.mean(kl_pi)), kl_reached=float(info.get("kl", np.nan)),
-                      kl_target=eps, dgd_iters=int(info.get("iterations", 0)),
-                      pd_failures=int(info.get("pd_failures", 0)), rejected=rejected,
-                      dyn_residual=float(np.mean(np.trace(dyn.dyn_covar[:, 1:, 1:], axis1=1, axis2=2))),
-                      pi_cov=gv.pi_cov)
-            diag["groups"][name] = gd
-
+            models.append(self._fit(gid, gs))
+            times[f"fit_{self.problem.groups[gid].name}"] = time.perf_counter() - t1
+        if self.iteration == 0 and cfg.nu_units == "eta":
+            self._init_nu(models)
+        if self.iteration > 0:
+            diag["step_adjust"] = self._adjust_step(samples, models, diag["psi_cost"])
+        for gid, (gs, m) in enumerate(zip(samples.groups, models)):
+            diag["groups"][self.problem.groups[gid].name] = self._badmm(gid, gs, m, times)
         t2 = time.perf_counter()
         diag["pi_cost"], diag["pi_final"] = self.evaluate_pi(cfg.eval_samples)
         # ψ's mean (noise off) on the same validation streams: does ψ improve, and
@@ -651,13 +702,183 @@ class ConvolutionalGPS:
         self._save()
         return diag
 
+    def _sample(self) -> Samples:
+        """N rollouts of ψ (with its exploration noise) on the training objective."""
+        cfg, P = self.cfg, self.problem
+        stored = _coord_choice(P, cfg.coords_per_group, self.np_rng)
+        samples = rollout(P, self.cost, cfg.horizon, cfg.num_samples,
+                          psi_actor(P, [g.psi for g in self.groups], self.torch_gen),
+                          self.fcfg, self.torch_gen, stored)
+        if samples.diverged:
+            log.warning("%d of %d ψ samples produced non-finite values", samples.diverged,
+                        cfg.num_samples)
+        return samples
+
+    def _fit(self, gid: int, gs: GroupSamples) -> GroupModels:
+        """Dynamics, cost, ψ's allowed law, and π̃ at the current π, for one group."""
+        m = _fit_group(gs, self.cfg, self.np_rng, self.fcfg)
+        m.pi_lin, m.mu_pi, m.memory = _fit_pi(self.policy, gs, gid, self.groups[gid].pi_cov,
+                                              self.cfg, self.np_rng)
+        return m
+
+    def _epsilon(self, gv: GroupVars) -> float:
+        return self.cfg.kl_step * gv.step_mult * self.cfg.horizon
+
+    def _init_nu(self, models: list[GroupModels]) -> None:
+        """ν0 per group in the cost's units: ``init_nu`` × the η of an uncoupled ψ-step.
+
+        The robotics default ν0 = 0.01 is in the units of a robot's cost; here the η that
+        an uncoupled LQG step needs to meet the trust region is ~1e-3, so ν0 = 0.01 would
+        spend the whole KL budget pulling ψ toward π̃ instead of lowering the cost.
+        """
+        for gv, m in zip(self.groups, models):
+            _, eta, info = lqg.solve_kl_constrained(m.dyn, m.cost, gv.psi, None, None, None,
+                                                    self._epsilon(gv), gv.eta,
+                                                    restrict=m.restrict)
+            gv.eta = float(eta)
+            gv.nu_ref = self.cfg.init_nu * gv.eta
+            gv.nu = np.full(self.cfg.horizon, gv.nu_ref)
+
+    def _badmm(self, gid: int, gs: GroupSamples, m: GroupModels, times: dict) -> dict:
+        """The BADMM inner loop of one group: θ-step, dual step, ψ-step."""
+        cfg, gv = self.cfg, self.groups[gid]
+        name = self.problem.groups[gid].name
+        t_pol = t_lqg = 0.0
+        rejected = 0
+        prev_psi = gv.psi
+        info = {}
+        for inner in range(cfg.inner_iterations):
+            if not (self.iteration == 0 and inner == 0):
+                ts = time.perf_counter()
+                self._theta_step(gid, gs, m)
+                t_pol += time.perf_counter() - ts
+                self._dual_step(gv, gs, m, last=inner == cfg.inner_iterations - 1)
+            ts = time.perf_counter()
+            ok, info = self._psi_step(gv, m, prev_psi, name)
+            rejected += not ok
+            t_lqg += time.perf_counter() - ts
+        times[f"policy_{name}"] = t_pol
+        times[f"lqg_{name}"] = t_lqg
+        mc_kl = badmm.kl_psi_pi_per_t(gv.psi, m.mu_pi, gv.pi_cov, gs.X)
+        gv.prev = {"dyn": m.dyn, "cost": m.cost, "psi_old": prev_psi, "psi_new": gv.psi,
+                   "pi_lin": m.pi_lin,
+                   "mc_kl_old": badmm.kl_psi_pi_per_t(prev_psi, m.mu_pi, gv.pi_cov, gs.X),
+                   "kl_reached": float(info.get("kl", np.nan))}
+        return dict(eta=gv.eta, nu_mean=float(np.mean(gv.nu)), nu_ref=gv.nu_ref,
+                    step_mult=gv.step_mult, kl_psi_pi=float(np.mean(mc_kl)),
+                    kl_pi_psi=float(np.mean(badmm.kl_pi_psi_per_t(m.pi_lin, gv.psi, gs.X))),
+                    kl_reached=float(info.get("kl", np.nan)), kl_target=self._epsilon(gv),
+                    dgd_iters=int(info.get("iterations", 0)),
+                    pd_failures=int(info.get("pd_failures", 0)), rejected=rejected,
+                    dyn_residual=float(np.mean(np.trace(m.dyn.dyn_covar[:, 1:, 1:],
+                                                        axis1=1, axis2=2))),
+                    pi_cov=gv.pi_cov,
+                    model_improvement=_lqg_cost(m.dyn, m.cost, prev_psi)
+                    - _lqg_cost(m.dyn, m.cost, gv.psi))
+
+    def _theta_step(self, gid: int, gs: GroupSamples, m: GroupModels) -> None:
+        """Supervised step on π toward ψ's shifted means, then refit π̃ and Σ^π."""
+        cfg, gv = self.cfg, self.groups[gid]
+        tg = badmm.pi_targets(gv.psi, gs.X, gv.lam, gv.nu)
+        # weight of step t in the regression: ν_t G_t⁻¹, normalised as in GPS
+        w_t = badmm.normalize_weights(tg.weight * tg.precision[:, 0, 0])
+        train_policy(self.policy, gid, gs.O, tg.mean[..., 0], w_t, cfg.policy_steps,
+                     cfg.policy_batch, cfg.policy_lr, cfg.policy_clip, self.torch_gen,
+                     cfg.policy_window, m.memory)
+        gv.pi_cov = badmm.closed_form_pi_cov(gv.psi, gv.nu).item()
+        m.pi_lin, m.mu_pi, m.memory = _fit_pi(self.policy, gs, gid, gv.pi_cov, cfg,
+                                              self.np_rng)
+
+    def _dual_step(self, gv: GroupVars, gs: GroupSamples, m: GroupModels, last: bool) -> None:
+        """λ toward agreement of the means; ν on the last inner iteration (GPS mode 3)."""
+        cfg = self.cfg
+        gv.lam = badmm.dual_update_lambda(gv.lam, gv.nu, gv.psi, gs.X, m.mu_pi, cfg.dual_rate)
+        if last:
+            # E_ψ[KL(ψ‖π)] with π's own means, as the reference computes it
+            kl_t = badmm.kl_psi_pi_per_t(gv.psi, m.mu_pi, gv.pi_cov, gs.X)
+            lo, hi = 0.0, np.inf
+            if gv.nu_ref > 0:
+                lo, hi = gv.nu_ref / cfg.nu_range, gv.nu_ref * cfg.nu_range
+            gv.nu = badmm.update_nu(gv.nu, kl_t, lower=cfg.nu_lower, upper=cfg.nu_upper,
+                                    min_nu=lo, max_nu=hi)
+
+    def _psi_step(self, gv: GroupVars, m: GroupModels, prev_psi, name: str):
+        """LQG on the BADMM-augmented cost under the KL trust region (DGD on η)."""
+        cfg = self.cfg
+        eps = self._epsilon(gv)
+        psi, eta, info = lqg.solve_kl_constrained(m.dyn, m.cost, prev_psi, gv.lam, gv.nu,
+                                                  m.pi_lin, eps, gv.eta, restrict=m.restrict)
+        if not np.isfinite(info["kl"]) or info["kl"] > 2.0 * eps:
+            # The fitted model could not honour the trust region even at the largest η
+            # (typically an unstable dynamics fit): keep the current ψ rather than take an
+            # unbounded step, and shrink the step (the next solve uses the new ε).
+            log.warning("group %s: rejected ψ update (KL %.3g > 2ε = %.3g)", name,
+                        info["kl"], 2.0 * eps)
+            gv.step_mult = max(cfg.min_step_mult, 0.5 * gv.step_mult)
+            return False, info
+        gv.psi, gv.eta = psi, eta
+        return True, info
+
+    def _adjust_step(self, samples: Samples, models: list[GroupModels], psi_cost: float
+                     ) -> dict:
+        """Trust-region size from predicted vs. actual improvement of the last ψ-step."""
+        if self.cfg.step_rule == "model":
+            for gv, m in zip(self.groups, models):
+                if gv.prev:
+                    gv.step_mult = self._step_adjust(gv, m.dyn, m.cost)
+            return {}
+        return self._reference_step_adjust(samples, models, psi_cost)
+
+    def _reference_step_adjust(self, samples: Samples, models: list[GroupModels],
+                               psi_cost: float) -> dict:
+        """GPS's step adjust (``_stepadjust`` of the BADMM reference), for tied groups.
+
+        Predicted improvement: the LQG objective (fitted cost + Σ_t ν_t KL(ψ‖π̃)) of the
+        previous ψ minus that of the new ψ, both under the dynamics and cost the last
+        ψ-step optimised, per coordinate, × the group's size, summed over groups. Actual
+        improvement: the same objective measured on samples, the meta-loss of the
+        previous iteration's samples minus this iteration's, with the sampled ν·KL terms.
+        (Our fitted costs carry no constant, so costs fitted at two iterations cannot be
+        compared: the sampled true loss is the actual cost.) One factor for all groups,
+        since all groups move one trajectory. A trust region that was not used up
+        shrinks the multiplier to the step actually taken.
+        """
+        cfg, T = self.cfg, self.cfg.horizon
+        predicted, kl_old_mc, kl_new_mc = 0.0, 0.0, 0.0
+        for gid, (gv, m, gs) in enumerate(zip(self.groups, models, samples.groups)):
+            p = gv.prev
+            if not p:
+                return {}
+            size = self.problem.groups[gid].size
+            nu = gv.nu
+            old = _lqg_cost(p["dyn"], p["cost"], p["psi_old"]) + \
+                _lqg_kl(p["dyn"], p["psi_old"], p["pi_lin"], nu)
+            new = _lqg_cost(p["dyn"], p["cost"], p["psi_new"]) + \
+                _lqg_kl(p["dyn"], p["psi_new"], m.pi_lin, nu)
+            predicted += size * (old - new)
+            kl_old_mc += size * float(np.sum(nu * p["mc_kl_old"]))
+            kl_new_mc += size * float(np.sum(
+                nu * badmm.kl_psi_pi_per_t(gv.psi, m.mu_pi, gv.pi_cov, gs.X)))
+        prev_cost = self.history[-1]["psi_cost"]
+        actual = (prev_cost + kl_old_mc) - (psi_cost + kl_new_mc)
+        out = {"predicted": predicted, "actual": actual, "groups": {}}
+        for gid, gv in enumerate(self.groups):
+            before = gv.step_mult
+            used = gv.prev["kl_reached"] / (cfg.kl_step * T)
+            if np.isfinite(used) and used < gv.step_mult:
+                gv.step_mult = max(used, cfg.min_step_mult)
+            gv.step_mult = badmm.step_adjust(0.0, -predicted, -actual, gv.step_mult,
+                                             min_mult=cfg.min_step_mult,
+                                             max_mult=cfg.max_step_mult)
+            out["groups"][self.problem.groups[gid].name] = {"before": before,
+                                                            "after": gv.step_mult}
+        log.info("step adjust: predicted %.3f, actual %.3f", predicted, actual)
+        return out
+
     def _step_adjust(self, gv: GroupVars, dyn, cost) -> float:
+        """The model-only rule (``step_rule="model"``, before the reference rule)."""
         p = gv.prev
-        # cost of the previous ψ and the new ψ under the previous dynamics (predicted) and
-        # of the new ψ under the new dynamics (actual)
-        # All three under the newly fitted cost: the gradient-matching cost has no
-        # constant term (h_t = 0), so costs fitted at different iterations do not share
-        # a baseline and cannot be compared.
+        # All three under the newly fitted cost (it has no constant term)
         old_pred = _lqg_cost(p["dyn"], cost, p["psi_old"])
         new_pred = _lqg_cost(p["dyn"], cost, p["psi_new"])
         new_act = _lqg_cost(dyn, cost, p["psi_new"])
@@ -759,15 +980,24 @@ def _lqg_cost(dyn, cost, psi) -> float:
     return float(np.sum(lqg.expected_cost(cost, mu, sigma)))
 
 
+def _lqg_kl(dyn, psi, pi_lin, nu) -> float:
+    """Σ_t ν_t E[KL(ψ‖π̃)] along ψ's trajectory distribution under ``dyn``."""
+    if pi_lin is None:
+        return 0.0
+    mu, sigma = lqg.forward_pass(dyn, psi)
+    return float(np.sum(nu * lqg.traj_kl(psi, pi_lin, mu, sigma)[1]))
+
+
 def _group_to_dict(g: GroupVars) -> dict:
     return {"K": g.psi.K, "k": g.psi.k, "cov": g.psi.cov, "eta": g.eta, "nu": g.nu,
-            "lam": g.lam, "step_mult": g.step_mult, "pi_cov": g.pi_cov, "prev": g.prev}
+            "lam": g.lam, "step_mult": g.step_mult, "pi_cov": g.pi_cov, "prev": g.prev,
+            "nu_ref": g.nu_ref}
 
 
 def _group_from_dict(d: dict) -> GroupVars:
     return GroupVars(psi=lqg.LinearGaussianPolicy(d["K"], d["k"], d["cov"]), eta=d["eta"],
                      nu=d["nu"], lam=d["lam"], step_mult=d["step_mult"], pi_cov=d["pi_cov"],
-                     prev=d["prev"])
+                     prev=d["prev"], nu_ref=d.get("nu_ref", 0.0))
 
 
 # ------------------------------------------------------------------------------- files
@@ -846,6 +1076,17 @@ def _provenance(args, wall: float, problem: MLPProblem, extra: dict) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
 
 
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    import argparse
+
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def main(argv=None) -> int:
     """``python -m l2o.gps train``: meta-train Predicted Step Descent with convolutional GPS."""
     import argparse
@@ -865,8 +1106,13 @@ def main(argv=None) -> int:
     tr.add_argument("--data-dir", default=None)
     tr.add_argument("--threads", type=int, default=1)
     tr.add_argument("--no-progress", action="store_true")
+    choices = {"nu_units": NU_UNITS, "psi_feedback": PSI_FEEDBACK, "step_rule": STEP_RULES,
+               "cost_features": COST_FEATURES, "prior": ("window", "gmm")}
     for f in dataclasses.fields(GPSConfig):
-        tr.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
+        kind = type(f.default)
+        tr.add_argument("--" + f.name.replace("_", "-"),
+                        type=_parse_bool if kind is bool else kind, default=None,
+                        choices=choices.get(f.name),
                         help=f"GPSConfig.{f.name} (default {f.default})")
     tr.add_argument("--teacher", default="momentum", choices=TEACHERS,
                     help="the optimizer ψ0 imitates (default momentum, method-notes D7)")
@@ -904,9 +1150,14 @@ def main(argv=None) -> int:
         log.info("resumed at GPS iteration %d", gps.iteration)
     t0 = time.perf_counter()
     progress = not (a.no_progress or os.environ.get("L2O_NO_PROGRESS"))
-    gps.run(progress=progress, callback=lambda d: log.info(
-        "iteration %d: ψ %.2f, ψ-mean %.2f, π %.2f (%.0f s)", d["iteration"], d["psi_cost"],
-        d["psi_mean_cost"], d["pi_cost"], d["wall"]))
+    def after_iteration(d):
+        log.info("iteration %d: ψ %.2f, ψ-mean %.2f, π %.2f (%.0f s)", d["iteration"],
+                 d["psi_cost"], d["psi_mean_cost"], d["pi_cost"], d["wall"])
+        # π after every iteration, so that the shipped one can be chosen on validation seeds
+        save_policy(out / "snapshots" / f"pi_iter{d['iteration']:02d}.pt", gps.policy, gps.fcfg,
+                    {"iteration": d["iteration"] + 1, "teacher": teacher})
+
+    gps.run(progress=progress, callback=after_iteration)
     wall = time.perf_counter() - t0
     name = f"psd_{a.dataset}{a.n_in}.pt"
     save_policy(out / name, gps.policy, gps.fcfg,

@@ -37,6 +37,7 @@ __all__ = [
     "LinearGaussianPolicy",
     "LinearGaussianDynamics",
     "QuadraticCost",
+    "StateProjection",
     "kl_quadratic",
     "augmented_cost",
     "backward_pass",
@@ -262,6 +263,47 @@ class QuadraticCost:
 
 
 # ------------------------------------------------------------------------- KL algebra
+@dataclass(frozen=True, eq=False)
+class StateProjection:
+    """What a restricted control law may read: ``P_t x + p_t`` instead of ``x``.
+
+    π observes only Ψ, not the iterate x_j, so a ψ that π is asked to imitate should not
+    feed back on x_j either. The hidden entries are replaced by their best affine
+    prediction from the visible ones (:func:`l2o.dynamics.fit_state_projection`): rows of
+    ``P_t`` for visible entries are unit rows, a hidden entry's row holds its prediction
+    coefficients (zero on the hidden columns), and ``p_t`` holds the prediction offsets.
+    Every column of a hidden entry is zero, so any gain ``K P_t`` ignores that entry.
+
+    Args:
+        P: ``(T, dX, dX)``.
+        p: ``(T, dX)``.
+        hidden: indices of the entries the law may not read.
+    """
+
+    P: np.ndarray
+    p: np.ndarray
+    hidden: tuple[int, ...] = (0,)
+
+    def __post_init__(self):
+        P = _f64(self.P, "P", 3)
+        p = _f64(self.p, "p", 2)
+        T, dX, dX2 = P.shape
+        if dX != dX2 or p.shape != (T, dX):
+            raise ValueError(f"P must be (T, dX, dX) and p (T, dX); got {P.shape}, {p.shape}")
+        hidden = tuple(int(i) for i in self.hidden)
+        if any(not 0 <= i < dX for i in hidden):
+            raise ValueError(f"hidden entries {hidden} out of range for dX={dX}")
+        if np.any(P[:, :, list(hidden)] != 0):
+            raise ValueError("the columns of hidden entries in P must be zero")
+        object.__setattr__(self, "P", P)
+        object.__setattr__(self, "p", p)
+        object.__setattr__(self, "hidden", hidden)
+
+    @property
+    def T(self) -> int:
+        return self.P.shape[0]
+
+
 def kl_quadratic(policy: LinearGaussianPolicy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """−log q(u|x) of a linear-Gaussian q = N(Kx + k, S) as a quadratic in z = [x; u].
 
@@ -390,8 +432,8 @@ def augmented_cost(cost: QuadraticCost, lam: np.ndarray | None, eta: float,
 
 # ------------------------------------------------------------------------ LQG passes
 def backward_pass(dyn: LinearGaussianDynamics, fcost: QuadraticCost, eta: float,
-                  nu: np.ndarray | float | None = None, min_var: float = 0.0
-                  ) -> LinearGaussianPolicy:
+                  nu: np.ndarray | float | None = None, min_var: float = 0.0,
+                  restrict: StateProjection | None = None) -> LinearGaussianPolicy:
     """Maximum-entropy LQR recursion on the augmented cost (method-notes §1.3).
 
     With multiplier m_t = (η + ν_{t+1}) / (η + ν_t) (the ratio of the per-step weights of
@@ -411,6 +453,8 @@ def backward_pass(dyn: LinearGaussianDynamics, fcost: QuadraticCost, eta: float,
         eta: η, only used in the multiplier.
         nu: ν_t ``(T,)`` or scalar (``None`` = 0).
         min_var: optional floor on the eigenvalues of G_t (0 = off).
+        restrict: optional :class:`StateProjection`: the control law may not read some
+            state entries (those π does not observe); see there.
 
     Returns:
         The new ψ as a :class:`LinearGaussianPolicy`.
@@ -423,11 +467,11 @@ def backward_pass(dyn: LinearGaussianDynamics, fcost: QuadraticCost, eta: float,
     if fcost.C.shape != (T, n, n):
         raise ValueError(f"cost shape {fcost.C.shape} does not match dynamics {(T, n, n)}")
     fC, fc = fcost.C, fcost.c
-    return _backward(dyn, lambda t: (fC[t], fc[t]), eta, _as_nu(nu, T), min_var)
+    return _backward(dyn, lambda t: (fC[t], fc[t]), eta, _as_nu(nu, T), min_var, restrict)
 
 
 def _backward(dyn: LinearGaussianDynamics, cost_at, eta: float, nu: np.ndarray,
-              min_var: float) -> LinearGaussianPolicy:
+              min_var: float, restrict: StateProjection | None = None) -> LinearGaussianPolicy:
     """:func:`backward_pass` with the augmented cost supplied per step by ``cost_at(t)``.
 
     Building fC for all t costs more than the recursion itself at T = 400, dX = 76, so the
@@ -470,12 +514,23 @@ def _backward(dyn: LinearGaussianDynamics, cost_at, eta: float, nu: np.ndarray,
                 raise NotPositiveDefiniteError(t, eta) from None
             Linv = np.linalg.inv(L)                        # dU × dU, cheap
             Quu_inv = Linv.T @ Linv
-        K[t] = -Quu_inv @ Qux
-        k[t] = -Quu_inv @ q[iu]
         G[t] = Quu_inv
-        Vxx = Q[ix, ix] + Qux.T @ K[t]
+        if restrict is None:
+            K[t] = -Quu_inv @ Qux
+            k[t] = -Quu_inv @ q[iu]
+            Vxx = Q[ix, ix] + Qux.T @ K[t]
+            vx = q[ix] + Qux.T @ k[t]
+        else:
+            # The law may read only P_t x + p_t (the hidden entries replaced by their best
+            # affine prediction from the visible ones): minimise Q(P_t x + p_t, u) over u,
+            # then evaluate the law actually used, u = K x + k, on the full state.
+            Pt, pt = restrict.P[t], restrict.p[t]
+            K[t] = -Quu_inv @ (Qux @ Pt)
+            k[t] = -Quu_inv @ (q[iu] + Qux @ pt)
+            QxuK = Qux.T @ K[t]
+            Vxx = Q[ix, ix] + QxuK + QxuK.T + K[t].T @ Q[iu, iu] @ K[t]
+            vx = q[ix] + Qux.T @ k[t] + K[t].T @ (q[iu] + Q[iu, iu] @ k[t])
         Vxx = 0.5 * (Vxx + Vxx.T)
-        vx = q[ix] + Qux.T @ k[t]
     bad = ~(np.isfinite(K).all(axis=(1, 2)) & np.isfinite(k).all(axis=1))
     if bad.any():
         # a nearly singular Q_uu overflowed the recursion; a larger η cures it like non-PD
@@ -575,7 +630,8 @@ def solve_kl_constrained(dyn: LinearGaussianDynamics, cost: QuadraticCost,
                          nu: np.ndarray | float | None, pi_lin: LinearGaussianPolicy | None,
                          epsilon: float, eta0: float = 1.0, *, min_eta: float = 1e-8,
                          max_eta: float = 1e16, max_iter: int = 50, tol: float = 0.1,
-                         min_var: float = 0.0, del0: float = 1e-4, eta_limit: float = 1e16
+                         min_var: float = 0.0, del0: float = 1e-4, eta_limit: float = 1e16,
+                         restrict: StateProjection | None = None
                          ) -> tuple[LinearGaussianPolicy, float, dict]:
     """ψ update under Σ_t E[KL(ψ‖ψ_prev)] ≤ ε by dual gradient descent on η (paper §3.4).
 
@@ -606,6 +662,7 @@ def solve_kl_constrained(dyn: LinearGaussianDynamics, cost: QuadraticCost,
         min_var: floor on the eigenvalues of G_t.
         del0: first increment of η after a PD failure.
         eta_limit: give up when a PD solution needs η ≥ this.
+        restrict: optional :class:`StateProjection` (a law that ignores hidden entries).
 
     Returns:
         ``(policy, eta, info)`` with ``info`` keys ``kl`` (final Σ_t KL), ``kl_t`` ``(T,)``,
@@ -634,7 +691,7 @@ def solve_kl_constrained(dyn: LinearGaussianDynamics, cost: QuadraticCost,
         eta_start, delta = eta, del0
         while True:
             try:
-                policy = _backward(dyn, parts.step(eta), eta, parts.nu, min_var)
+                policy = _backward(dyn, parts.step(eta), eta, parts.nu, min_var, restrict)
                 break
             except NotPositiveDefiniteError as e:
                 info["pd_failures"] += 1
