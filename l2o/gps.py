@@ -937,9 +937,12 @@ class ConvolutionalGPS:
         }
 
     def load_state_dict(self, sd: dict):
-        if sd["config"] != dataclasses.asdict(self.cfg):
-            diff = {k: (sd["config"].get(k), v) for k, v in dataclasses.asdict(self.cfg).items()
-                    if sd["config"].get(k) != v}
+        # The number of iterations is a target, not part of the algorithm: a run may be
+        # continued past it (``--resume --num-iterations N``).
+        ours = {**dataclasses.asdict(self.cfg), "num_iterations": None}
+        theirs = {**sd["config"], "num_iterations": None}
+        if theirs != ours:
+            diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
             raise ValueError(f"checkpoint was made with another GPS configuration: {diff} "
                              "(checkpoint value, requested value)")
         saved_f = FeatureConfig(**sd.get("feature_config", {}))

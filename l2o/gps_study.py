@@ -1,0 +1,204 @@
+"""What ψ and π see, settled by experiment: GPS arms scored on validation seeds.
+
+An *arm* is one way of setting up convolutional GPS on the training objective
+(MNIST 48-48-10, batch 64): which state entries ψ's law may read (``psi_feedback``),
+which gradient features Φ and Ψ use (the paper's ``|ḡ| + 1`` or a running RMS), and
+which teacher ψ0 imitates. Each arm is meta-trained for a few GPS iterations; after every
+iteration π (the policy that ships) and ψ's mean are scored on validation seeds that
+neither meta-training nor the held-out comparison uses, on common initial iterates and
+minibatch streams. The arm whose π scores best becomes the package default.
+
+    python -m l2o.gps_study arms --out results/gps_arms [--arms paper,paper_full_feedback]
+                                 [--iterations 4] [--samples 6]
+
+Each arm checkpoints every iteration and resumes; scores are written after every
+iteration to ``OUT/ARM/scores.json``, and the table of all arms to ``OUT/arms.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from l2o import baselines, experiments
+from l2o.features import FeatureConfig
+from l2o.gps import ConvolutionalGPS, CostProblem, GPSConfig, psi_actor, rollout
+from l2o.learned import _streams, evaluate_psd
+from l2o.policy import PolicyConfig
+from l2o.problems import MLPProblem
+
+log = logging.getLogger(__name__)
+
+#: Seeds of the initial iterates and minibatch streams that choose between arms and
+#: iterations; distinct from the tuning seeds (1000–1002) and the held-out seeds (0–9).
+VALIDATION_SEEDS = (2000, 2001, 2002, 2003, 2004)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One GPS set-up: overrides of :class:`GPSConfig`, the features, the teacher."""
+
+    name: str
+    description: str
+    config: dict = field(default_factory=dict)
+    grad_scale: str = "offset"
+    teacher: str = "momentum"
+
+
+ARMS = {a.name: a for a in (
+    Arm("paper", "ψ reads what π observes (no x_j); the paper's features; momentum teacher",
+        {"psi_feedback": "observed"}),
+    Arm("paper_full_feedback", "ψ may feed back on x_j; the paper's features; momentum teacher",
+        {"psi_feedback": "full"}),
+    Arm("rms_adam", "ψ reads what π observes; RMS-scaled gradient features; Adam teacher",
+        {"psi_feedback": "observed"}, grad_scale="rms", teacher="adam"),
+    Arm("rms_adam_full_feedback", "ψ may feed back on x_j; RMS-scaled features; Adam teacher",
+        {"psi_feedback": "full"}, grad_scale="rms", teacher="adam"),
+)}
+
+
+def teacher_hparams(name: str) -> dict:
+    """The teacher ψ0 imitates, at the tuned baseline's hyperparameters."""
+    hp = dict(baselines.default_hparams(name))
+    if name == "adam":
+        return {"name": "adam", "lr": float(hp["lr"])}
+    return {"lr": float(hp["lr"]), "momentum": float(hp.get("momentum", 0.0))}
+
+
+def psi_mean_losses(problem: MLPProblem, gps: ConvolutionalGPS, seeds: Sequence[int],
+                    horizon: int) -> np.ndarray:
+    """Meta-loss Σ_{t=1..T} f(x_t) of ψ's mean (noise off) on ``seeds``' streams: ``(n,)``."""
+    x0, idx = _streams(problem, seeds, horizon)
+    act = psi_actor(problem, [g.psi for g in gps.groups], torch.Generator(), noise=False)
+    s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds), act, gps.fcfg,
+                torch.Generator(), None, x0=x0, streams=idx)
+    return s.true_loss[:, 1:].sum(1)
+
+
+def pi_losses(problem: MLPProblem, gps: ConvolutionalGPS, seeds: Sequence[int],
+              horizon: int) -> np.ndarray:
+    """Meta-loss of π (Predicted Step Descent, mean step) on ``seeds``' streams: ``(n,)``."""
+    runs = evaluate_psd(problem, gps.policy, seeds, horizon, gps.fcfg)
+    return np.array([np.nansum(r.true_loss[1:]) if not r.diverged else np.inf for r in runs])
+
+
+def run_arm(arm: Arm, problem: MLPProblem, out: Path, iterations: int, base: GPSConfig,
+            seeds: Sequence[int] = VALIDATION_SEEDS) -> dict:
+    """Meta-train one arm for ``iterations`` GPS iterations, scoring π and ψ after each."""
+    cfg = dataclasses.replace(base, num_iterations=iterations, **arm.config)
+    gps = ConvolutionalGPS(problem, cfg, FeatureConfig(grad_scale=arm.grad_scale),
+                           PolicyConfig(), teacher_hparams(arm.teacher), out)
+    scores_path = out / "scores.json"
+    scores = json.loads(scores_path.read_text()) if scores_path.exists() else {"rows": []}
+    if gps.resume():
+        log.info("%s: resumed at iteration %d", arm.name, gps.iteration)
+    else:
+        scores = {"rows": []}
+    if not gps.groups:
+        gps.init_info = gps.initialize()
+    H = cfg.horizon
+    if not scores["rows"]:
+        pi0 = pi_losses(problem, gps, seeds, H)
+        scores["rows"].append({"iteration": gps.iteration, "pi": pi0.tolist(),
+                               "psi_mean": psi_mean_losses(problem, gps, seeds, H).tolist()})
+    while gps.iteration < iterations:
+        d = gps.iterate()
+        row = {"iteration": gps.iteration, "pi": pi_losses(problem, gps, seeds, H).tolist(),
+               "psi_mean": psi_mean_losses(problem, gps, seeds, H).tolist(),
+               "psi_samples": d["psi_cost"], "wall": d["wall"]}
+        scores["rows"].append(row)
+        log.info("%s iteration %d: π %.2f, ψ mean %.2f (validation)", arm.name, gps.iteration,
+                 np.mean(row["pi"]), np.mean(row["psi_mean"]))
+        _write(scores_path, {**scores, "arm": dataclasses.asdict(arm),
+                             "config": dataclasses.asdict(cfg), "seeds": list(seeds)})
+    _write(scores_path, {**scores, "arm": dataclasses.asdict(arm),
+                         "config": dataclasses.asdict(cfg), "seeds": list(seeds)})
+    return scores
+
+
+def summarise(scores: dict) -> dict:
+    """Best iteration of π by mean validation meta-loss, and ψ's best mean."""
+    rows = scores["rows"]
+    pi = np.array([np.mean(r["pi"]) for r in rows])
+    psi = np.array([np.mean(r["psi_mean"]) for r in rows])
+    best = int(np.nanargmin(pi))
+    return {"pi_start": float(pi[0]), "pi_best": float(pi[best]), "pi_best_iteration": best,
+            "pi_best_se": float(np.std(rows[best]["pi"], ddof=1) / np.sqrt(len(rows[best]["pi"]))),
+            "psi_mean_best": float(np.nanmin(psi)), "pi_last": float(pi[-1]),
+            "iterations": len(rows) - 1}
+
+
+def _write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    """``python -m l2o.gps_study arms``: meta-train and score each arm."""
+    import argparse
+    import platform
+    import subprocess
+
+    from l2o.data import make_problem
+
+    ap = argparse.ArgumentParser(prog="python -m l2o.gps_study")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ar = sub.add_parser("arms", help="meta-train the GPS arms and score them on validation seeds")
+    ar.add_argument("--out", default="results/gps_arms")
+    ar.add_argument("--arms", default=",".join(ARMS),
+                    help=f"comma-separated, from {', '.join(ARMS)}")
+    ar.add_argument("--iterations", type=int, default=4)
+    ar.add_argument("--samples", type=int, default=6)
+    ar.add_argument("--pretrain-steps", type=int, default=200)
+    ar.add_argument("--eval-samples", type=int, default=2)
+    ar.add_argument("--horizon", type=int, default=400)
+    a = ap.parse_args(argv)
+    names = [n.strip() for n in a.arms.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ARMS]
+    if unknown:
+        ap.error(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
+    for name in ("iterations", "samples", "horizon"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name} must be ≥ 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    problem = make_problem("mnist", 48, 48, batch_size=64)
+    base = GPSConfig(horizon=a.horizon, num_samples=a.samples, pretrain_steps=a.pretrain_steps,
+                     eval_samples=a.eval_samples)
+    out = Path(a.out)
+    t0 = time.perf_counter()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    table = {}
+    for name in names:
+        scores = run_arm(ARMS[name], problem, out / name, a.iterations, base)
+        table[name] = {"description": ARMS[name].description, **summarise(scores)}
+        _write(out / "arms.json", {"arms": table, "seeds": list(VALIDATION_SEEDS),
+                                   "base_config": dataclasses.asdict(base),
+                                   "command": "python -m l2o.gps_study " + " ".join(argv or []),
+                                   "git_commit": commit, "git_dirty": dirty,
+                                   "wall_time_s": time.perf_counter() - t0,
+                                   "machine": {"platform": platform.platform(), "threads": 1,
+                                               "torch": torch.__version__}})
+    for name, row in table.items():
+        print(f"{name:24s} π {row['pi_start']:.2f} → best {row['pi_best']:.2f} "
+              f"(iteration {row['pi_best_iteration']}), ψ mean best {row['psi_mean_best']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
