@@ -1079,6 +1079,14 @@ def _provenance(args, wall: float, problem: MLPProblem, extra: dict) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
 
 
+def _write_history(out: Path, gps: ConvolutionalGPS) -> None:
+    """``history.json``: initialisation and per-iteration diagnostics (atomic)."""
+    tmp = out / "history.json.part"
+    tmp.write_text(json.dumps({"init": gps.init_info, "history": gps.history}, indent=1,
+                              default=float))
+    os.replace(tmp, out / "history.json")
+
+
 def _parse_bool(text: str) -> bool:
     low = text.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -1159,14 +1167,14 @@ def main(argv=None) -> int:
         # π after every iteration, so that the shipped one can be chosen on validation seeds
         save_policy(out / "snapshots" / f"pi_iter{d['iteration']:02d}.pt", gps.policy, gps.fcfg,
                     {"iteration": d["iteration"] + 1, "teacher": teacher})
+        _write_history(out, gps)
 
     gps.run(progress=progress, callback=after_iteration)
     wall = time.perf_counter() - t0
     name = f"psd_{a.dataset}{a.n_in}.pt"
     save_policy(out / name, gps.policy, gps.fcfg,
                 {"iterations": gps.iteration, "teacher": teacher, "config": dataclasses.asdict(cfg)})
-    (out / "history.json").write_text(json.dumps(
-        {"init": gps.init_info, "history": gps.history}, indent=1, default=float))
+    _write_history(out, gps)
     (out / "provenance.json").write_text(json.dumps(_provenance(
         a, wall, problem, {"config": dataclasses.asdict(cfg), "teacher": teacher,
                            "policy_file": name}), indent=1, default=str))

@@ -137,6 +137,41 @@ def summarise(scores: dict) -> dict:
             "iterations": len(rows) - 1}
 
 
+def choose_snapshot(problem: MLPProblem, run_dir: Path, seeds: Sequence[int] = VALIDATION_SEEDS,
+                    horizon: int = 400, name: str = "psd_mnist48.pt") -> dict:
+    """Score every π snapshot of a GPS run on validation seeds; ship the best one.
+
+    Reads ``run_dir/snapshots/pi_iterNN.pt`` (written after every GPS iteration by
+    ``python -m l2o.gps train``), scores each as Predicted Step Descent on ``seeds``,
+    copies the best to ``run_dir/NAME`` (default ``psd_mnist48.pt``) with the choice in
+    its metadata, and writes ``run_dir/validation.json``.
+    """
+    from l2o.gps import load_policy, save_policy
+
+    files = sorted((run_dir / "snapshots").glob("pi_iter*.pt"))
+    if not files:
+        raise FileNotFoundError(f"no snapshots in {run_dir / 'snapshots'}: run "
+                                "`python -m l2o.gps train` first")
+    rows = []
+    for f in files:
+        policy, fcfg, meta = load_policy(f)
+        runs = evaluate_psd(problem, policy, seeds, horizon, fcfg)
+        losses = [float(np.nansum(r.true_loss[1:])) if not r.diverged else float("inf")
+                  for r in runs]
+        rows.append({"file": f.name, "iteration": meta.get("iteration"), "pi": losses,
+                     "mean": float(np.mean(losses))})
+        log.info("%s: validation meta-loss %.2f", f.name, rows[-1]["mean"])
+    best = min(rows, key=lambda r: r["mean"])
+    policy, fcfg, meta = load_policy(run_dir / "snapshots" / best["file"])
+    save_policy(run_dir / name, policy, fcfg,
+                {**meta, "chosen_on_validation_seeds": list(seeds),
+                 "validation_meta_loss": best["mean"], "snapshot": best["file"]})
+    out = {"rows": rows, "best": best, "seeds": list(seeds), "horizon": horizon,
+           "policy_file": name}
+    _write(run_dir / "validation.json", out)
+    return out
+
+
 def _write(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
@@ -163,7 +198,21 @@ def main(argv=None) -> int:
     ar.add_argument("--pretrain-steps", type=int, default=200)
     ar.add_argument("--eval-samples", type=int, default=2)
     ar.add_argument("--horizon", type=int, default=400)
+    ch = sub.add_parser("choose", help="score a GPS run's π snapshots on validation seeds "
+                                       "and ship the best")
+    ch.add_argument("--run", default="results/psd")
+    ch.add_argument("--name", default="psd_mnist48.pt")
     a = ap.parse_args(argv)
+    if a.cmd == "choose":
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        torch.set_num_threads(1)
+        try:
+            res = choose_snapshot(make_problem("mnist", 48, 48, batch_size=64), Path(a.run),
+                                  name=a.name)
+        except FileNotFoundError as e:
+            ap.exit(2, f"error: {e}\n")
+        print(f"chose {res['best']['file']}: validation meta-loss {res['best']['mean']:.2f}")
+        return 0
     names = [n.strip() for n in a.arms.split(",") if n.strip()]
     unknown = [n for n in names if n not in ARMS]
     if unknown:

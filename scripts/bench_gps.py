@@ -1,18 +1,24 @@
-"""Benchmark: wall time of each GPS phase for one iteration at the paper's 48-48-10 scale.
+"""Benchmark: wall time of each GPS phase at the paper's 48-48-10 scale.
 
-Runs ψ0's initialisation and one GPS iteration on MNIST-48 (T = 400, batch 64) with the
-default :class:`~l2o.gps.GPSConfig` except the number of Adam steps on π, which is cut
-to ``--policy-steps`` so the benchmark stays short; the per-step cost of π's training is
-printed so that the full budget can be extrapolated.  Prints numbers; asserts nothing.
+Two modes; both print numbers and assert nothing.
 
-    python scripts/bench_gps.py [--samples 20] [--policy-steps 5] [--threads 1]
-                                [--grad-scale rms --adam-lr 0.05]
+- Run (default): ψ0's initialisation and ``--iterations`` GPS iterations on MNIST-48
+  (T = 400, batch 64) with the default :class:`~l2o.gps.GPSConfig` (N = 20 samples,
+  200 Adam steps on π per inner iteration, 50-step BPTT windows), one thread; prints the
+  per-phase times and the extrapolation to the default budget (15 iterations).
+- ``--history FILE``: the same summary from a real meta-training run's ``history.json``
+  (e.g. ``results/psd/history.json``), without running anything.
+
+    python scripts/bench_gps.py [--iterations 1] [--samples 20] [--policy-steps 200]
+    python scripts/bench_gps.py --history results/psd/history.json
 """
 
 import argparse
 import json
 import time
+from collections import defaultdict
 
+import numpy as np
 import torch
 
 from l2o import baselines
@@ -21,22 +27,58 @@ from l2o.features import FeatureConfig
 from l2o.gps import ConvolutionalGPS, GPSConfig
 from l2o.policy import PolicyConfig
 
+PHASES = ("sample", "fit", "policy", "lqg", "eval")
+
+
+def phase_totals(history):
+    """Per-iteration seconds of each phase (groups summed): {phase: [s, ...]}."""
+    out = defaultdict(list)
+    for d in history:
+        sums = defaultdict(float)
+        for k, v in d["times"].items():
+            phase = k.split("_")[0]
+            sums["eval" if phase == "eval" else phase] += v
+        for p in PHASES:
+            out[p].append(sums.get(p, 0.0))
+        out["iteration"].append(d["wall"])
+    return out
+
+
+def summary(history, init_s, iterations_target):
+    per = phase_totals(history)
+    mean = {k: float(np.mean(v)) for k, v in per.items()}
+    return {
+        "iterations_measured": len(history),
+        "init_s": None if init_s is None else round(init_s, 1),
+        "mean_phase_s_per_iteration": {k: round(v, 1) for k, v in mean.items()},
+        "share_of_iteration": {p: round(mean[p] / mean["iteration"], 3) for p in PHASES},
+        f"extrapolated_total_s_for_{iterations_target}_iterations": round(
+            (init_s or 0.0) + iterations_target * mean["iteration"], 0),
+    }
+
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=20)
-    ap.add_argument("--policy-steps", type=int, default=5)
+    ap.add_argument("--history", default=None, help="summarise a run's history.json instead")
+    ap.add_argument("--iterations", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=GPSConfig().num_samples)
+    ap.add_argument("--policy-steps", type=int, default=GPSConfig().policy_steps)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--horizon", type=int, default=400)
-    ap.add_argument("--grad-scale", default="offset", choices=("offset", "rms"),
-                    help="FeatureConfig.grad_scale (rms: the deviation of chapter 5)")
+    ap.add_argument("--grad-scale", default="offset", choices=("offset", "rms"))
     ap.add_argument("--adam-lr", type=float, default=None,
                     help="use an Adam teacher with this step instead of tuned momentum")
     a = ap.parse_args()
+    target = GPSConfig().num_iterations
+    if a.history:
+        blob = json.load(open(a.history))
+        init = (blob.get("init") or {}).get("wall_init")
+        print(json.dumps(summary(blob["history"], init, target), indent=1))
+        return
     torch.set_num_threads(a.threads)
     P = make_problem("mnist", 48, 48, batch_size=64)
-    cfg = GPSConfig(horizon=a.horizon, num_samples=a.samples, num_iterations=1,
-                    policy_steps=a.policy_steps, pretrain_steps=a.policy_steps)
+    cfg = GPSConfig(horizon=a.horizon, num_samples=a.samples, num_iterations=a.iterations,
+                    policy_steps=a.policy_steps)
     teacher = dict(baselines.default_hparams("momentum"))
     if a.adam_lr is not None:
         teacher = {"name": "adam", "lr": a.adam_lr}
@@ -44,21 +86,13 @@ def main():
     t0 = time.perf_counter()
     gps.initialize()
     t_init = time.perf_counter() - t0
-    d = gps.iterate()
-    times = d["times"]
-    policy_total = sum(v for k, v in times.items() if k.startswith("policy_"))
-    inner_updates = (cfg.inner_iterations - 1) * 4  # no θ-step on the first inner of iteration 0
-    per_step = policy_total / max(1, inner_updates * cfg.policy_steps)
-    out = {
-        "problem": repr(P), "samples": cfg.num_samples, "horizon": cfg.horizon,
-        "threads": a.threads, "grad_scale": a.grad_scale, "teacher": teacher,
-        "init_s (incl. teacher rollouts + pretraining)": round(t_init, 1),
-        "iteration_s": round(d["wall"], 1),
-        "phases_s": {k: round(v, 2) for k, v in times.items()},
-        "pi_adam_step_s": round(per_step, 3),
-        "extrapolated_policy_s_per_iteration_at_default_steps": round(
-            per_step * 4 * cfg.inner_iterations * GPSConfig().policy_steps, 0),
-    }
+    for _ in range(a.iterations):
+        gps.iterate()
+    out = {"problem": repr(P), "samples": cfg.num_samples, "horizon": cfg.horizon,
+           "policy_steps": cfg.policy_steps, "policy_window": cfg.policy_window,
+           "threads": a.threads, "grad_scale": a.grad_scale, "teacher": teacher,
+           **summary(gps.history, t_init, target),
+           "phases_s_last_iteration": {k: round(v, 2) for k, v in gps.history[-1]["times"].items()}}
     print(json.dumps(out, indent=1))
 
 

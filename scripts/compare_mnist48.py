@@ -13,6 +13,7 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,10 +33,15 @@ def main():
     ap.add_argument("--out", default="results/psd/comparison.json")
     ap.add_argument("--horizon", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=10,
+                    help="held-out seeds 0..N-1 (never used in tuning, meta-training or "
+                         "choosing π)")
     a = ap.parse_args()
+    if a.seeds < 2:
+        ap.error("--seeds must be ≥ 2")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    seeds = list(experiments.EVAL_SEEDS)
+    seeds = list(range(a.seeds))
     specs = [experiments.ExperimentSpec("mnist", 48, 48, 64, a.horizon, name, s)
              for name in BASELINES for s in seeds]
     results = experiments.run_grid(specs, experiments.GRID_DIR, workers=a.workers, progress=False)
@@ -49,7 +55,7 @@ def main():
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({
         "rows": rows, "seeds": seeds, "horizon": a.horizon, "psd_file": a.psd, "psd_meta": meta,
-        "l2l_file": a.l2l, "command": "python scripts/compare_mnist48.py",
+        "l2l_file": a.l2l, "command": " ".join(["python scripts/compare_mnist48.py", *sys.argv[1:]]),
         "git_commit": commit, "wall_time_s": time.perf_counter() - t0,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
     }, indent=1, default=str))

@@ -32,3 +32,27 @@ def test_unknown_arm_is_a_usage_error(capsys):
         gps_study.main(["arms", "--arms", "nosuch"])
     assert e.value.code == 2
     assert "unknown arm" in capsys.readouterr().err
+
+
+def test_choose_snapshot_ships_the_best_on_validation_seeds(tmp_path):
+    from l2o.features import FeatureConfig
+    from l2o.gps import load_policy, save_policy
+    from l2o.policy import LSTMPolicy, PolicyConfig
+
+    import torch
+
+    P = tiny_problem()
+    snaps = tmp_path / "snapshots"
+    for i in range(3):
+        pol = LSTMPolicy(PolicyConfig(hidden_size=8), generator=torch.Generator().manual_seed(i))
+        for g in range(4):
+            pol.set_output_scale(g, 0.01 * (i + 1))
+        save_policy(snaps / f"pi_iter{i:02d}.pt", pol, FeatureConfig(), {"iteration": i + 1})
+    res = gps_study.choose_snapshot(P, tmp_path, seeds=(2000, 2001), horizon=10)
+    assert res["best"]["mean"] == min(r["mean"] for r in res["rows"])
+    shipped, _, meta = load_policy(tmp_path / "psd_mnist48.pt")
+    assert meta["snapshot"] == res["best"]["file"]
+    best, _, _ = load_policy(snaps / res["best"]["file"])
+    for a, b in zip(shipped.state_dict().values(), best.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (tmp_path / "validation.json").exists()
