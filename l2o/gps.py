@@ -1034,12 +1034,13 @@ def main(argv=None) -> int:
 
     from l2o import baselines
     from l2o.cli import fraction, positive_float, positive_int
-    from l2o.data import DATASETS, DatasetFormatError, DatasetNotFoundError, make_problem
+    from l2o.data import (_ALIASES, DATASETS, DatasetFormatError, DatasetNotFoundError,
+                          make_problem)
 
     ap = argparse.ArgumentParser(prog="python -m l2o.gps")
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="meta-train π on one objective (resumable)")
-    tr.add_argument("--dataset", default="mnist", choices=DATASETS)
+    tr.add_argument("--dataset", default="mnist", choices=DATASETS + tuple(_ALIASES))
     tr.add_argument("--n-in", type=positive_int, default=48)
     tr.add_argument("--n-hidden", type=positive_int, default=48)
     tr.add_argument("--batch-size", type=positive_int, default=64)

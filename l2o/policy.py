@@ -667,7 +667,8 @@ class PredictedStepDescent(torch.optim.Optimizer):
                 calls ``backward()`` and returns the loss (required).
 
         Returns:
-            The loss returned by the closure.
+            The loss returned by the closure.  If it or any gradient is not finite the
+            step is skipped: nothing changes but :attr:`skipped_steps`.
         """
         if closure is None:
             raise ValueError(
