@@ -35,12 +35,14 @@ import inspect
 import json
 import logging
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch.optim import Optimizer
 
@@ -55,6 +57,7 @@ __all__ = [
     "TUNED_HPARAMS_PATH",
     "register_optimizer",
     "make_optimizer",
+    "check_hparam",
     "default_hparams",
     "load_tuned_hparams",
     "is_elementwise",
@@ -116,9 +119,63 @@ class _FlatOptimizer(Optimizer):
         return self._flat_grad()
 
 
+def _is_number(value) -> bool:
+    """A real number (numpy scalars included), not a bool, a string or a tensor."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _finite(lo: float, hi: float | None = None, lo_open: bool = False):
+    """A rule: a finite number with ``lo <= v`` (``lo < v``) and ``v < hi``."""
+    def ok(v) -> bool:
+        return (_is_number(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo)
+                and (hi is None or v < hi))
+
+    rule = f"a finite number {'>' if lo_open else '>='} {lo:g}" + (
+        f" and < {hi:g}" if hi is not None else "")
+    return ok, rule
+
+
+#: Every hyperparameter the registry's optimizers share, with torch.optim's wording of
+#: its error ("Invalid learning rate: -1") and the values it admits.
+HPARAM_RULES: dict[str, tuple[str, tuple]] = {
+    "lr": ("learning rate", _finite(0.0)),
+    "momentum": ("momentum value", _finite(0.0, 1.0)),
+    "dampening": ("dampening value", _finite(0.0, None)),
+    "weight_decay": ("weight_decay value", _finite(0.0)),
+    "eps": ("epsilon value", _finite(0.0)),
+    "alpha": ("alpha value", _finite(0.0)),
+    "lr_decay": ("lr_decay value", _finite(0.0)),
+    "initial_accumulator_value": ("initial_accumulator_value value", _finite(0.0)),
+}
+
+
+def check_hparam(key: str, value) -> None:
+    """Raise ``ValueError("Invalid <what>: <value> (must be ...)")`` for a bad value.
+
+    Numbers only (no strings, bools or tensors), finite, in the range of
+    :data:`HPARAM_RULES`; ``betas`` is a pair in ``[0, 1)``; ``history_size`` an integer
+    ``>= 1``.  Keys without a rule are left to the optimizer.
+    """
+    if key == "betas":
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise ValueError(f"Invalid betas: {value!r} (must be a pair of numbers in [0, 1))")
+        ok, rule = _finite(0.0, 1.0)
+        for i, b in enumerate(value):
+            if not ok(b):
+                raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be {rule})")
+        return
+    if key == "history_size":
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"Invalid history_size: {value!r} (must be an integer >= 1)")
+        return
+    if key in HPARAM_RULES:
+        what, (ok, rule) = HPARAM_RULES[key]
+        if not ok(value):
+            raise ValueError(f"Invalid {what}: {value!r} (must be {rule})")
+
+
 def _check_lr(lr) -> None:
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr)) or lr < 0.0:
-        raise ValueError(f"Invalid learning rate: {lr}")
+    check_hparam("lr", lr)
 
 
 # --------------------------------------------------------- conjugate gradient
@@ -560,7 +617,10 @@ def make_optimizer(name: str, params, tuned: bool = True, **hparams) -> Optimize
 
     Raises:
         ValueError: unknown name (the message lists the valid ones), unknown
-            hyperparameter, or an invalid value (from the optimizer's own checks).
+            hyperparameter, or an invalid value: every optimizer's hyperparameters pass
+            the same checks (:func:`check_hparam`: numbers only, finite, ``lr >= 0``,
+            ``momentum`` in ``[0, 1)``, ...) with torch.optim's wording, e.g.
+            ``Invalid learning rate: nan``.
     """
     entry = _entry(name)
     accepted, var_kw = _accepted_kwargs(entry.factory)
@@ -578,4 +638,6 @@ def make_optimizer(name: str, params, tuned: bool = True, **hparams) -> Optimize
             logger.warning("ignoring hyperparameter %r for %r: not accepted by its factory",
                            k, name)
             kwargs.pop(k)
+    for key, value in kwargs.items():
+        check_hparam(key, value)
     return entry.factory(params, **kwargs)

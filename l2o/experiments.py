@@ -44,7 +44,7 @@ Batching seeds
 
 Command line::
 
-    python -m l2o.experiments tune [--smoke]
+    python -m l2o.experiments tune [--smoke] [--update-chosen]
     python -m l2o.experiments grid --figure 1 [--seeds 0 1 2 3 4] [--workers 2]
 """
 
@@ -674,7 +674,10 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
     if any seed diverged.  The lowest score wins (ties: first in grid order); if
     every configuration diverged the registry default is kept and a warning logged.
 
-    Writes into ``out_dir`` (merged with entries of other optimizers already there):
+    Writes into ``out_dir``, merged with the entries of other optimizers already
+    there when those were tuned in the same setting (horizon, seeds and objective); a
+    run in another setting must re-tune every optimizer of the folder, so that a file
+    never mixes settings (checked before any run starts):
 
     * ``grid.json``: every configuration's mean and per-seed meta-loss, final loss,
       divergence flags and iterates;
@@ -702,7 +705,15 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
 
     Returns:
         ``{"chosen": {name: hparams}, "grid": {...}, "provenance": {...}}``.
+
+    Raises:
+        ValueError: an invalid horizon or seed, an optimizer without a grid, or
+            ``out_dir`` holds a tuning of other optimizers in another setting.
     """
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"Invalid horizon: {horizon!r} (must be an integer >= 1)")
+    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
+        raise ValueError(f"Invalid seeds: {list(seeds)!r} (must be integers >= 0)")
     started = time.time()
     t0 = time.perf_counter()
     source = None
@@ -714,6 +725,8 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
                                         batch_size=spec["batch_size"], data_dir=data_dir)
         source = l2o_data.prepare(spec["dataset"], spec["n_in"], data_dir=data_dir).describe()
     seeds = [int(s) for s in seeds]
+    if out_dir is not None:
+        check_tuning_target(out_dir, names, seeds, horizon, describe_problem(problem))
     overlap = sorted(set(seeds) & set(EVAL_SEEDS))
     if overlap:
         logger.warning("tuning seeds %s overlap the evaluation seeds", overlap)
@@ -801,10 +814,51 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
     return result
 
 
+#: What must agree for tunings to share one ``chosen.json``.
+_SETTING_KEYS = ("name", "architecture", "batch_size", "dim", "n_examples", "dtype")
+
+
+def _setting(seeds, horizon, objective: Mapping) -> dict:
+    return {"horizon": int(horizon), "seeds": [int(s) for s in seeds],
+            "objective": {k: objective.get(k) for k in _SETTING_KEYS}}
+
+
+def check_tuning_target(out_dir: str | os.PathLike, names: Sequence[str], seeds: Sequence[int],
+                        horizon: int, objective: Mapping) -> list[str]:
+    """Whether a tuning of ``names`` may be written into ``out_dir``.
+
+    A folder holds one setting (horizon, seeds, objective).  A tuning in the folder's
+    setting merges with it; one in another setting may only replace it, i.e. it
+    must re-tune every optimizer the folder holds.
+
+    Returns:
+        The optimizers kept from the folder's ``chosen.json`` (merged).
+
+    Raises:
+        ValueError: the folder holds other optimizers tuned in another setting; the
+            message names both settings and what to do.
+    """
+    old = _read_json(Path(out_dir) / "chosen.json") or {}
+    kept = sorted(set(old.get("hparams", {})) - set(names))
+    if not kept:
+        return []
+    have = _setting(old.get("seeds", []), old.get("horizon", -1), old.get("objective", {}))
+    want = _setting(seeds, horizon, objective)
+    diff = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
+    if diff:
+        details = "; ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{Path(out_dir) / 'chosen.json'} holds {', '.join(kept)} tuned in another setting "
+            f"({details}); one file never mixes settings. Write this tuning to another folder, "
+            f"or tune every optimizer of that file ({', '.join(sorted(old['hparams']))}) again")
+    return kept
+
+
 def _write_tuning(out: Path, result: dict, objective: dict, seeds, horizon) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    old_chosen = _read_json(out / "chosen.json") or {}
-    old_grid = _read_json(out / "grid.json") or {}
+    kept = check_tuning_target(out, list(result["chosen"]), seeds, horizon, objective)
+    old_chosen = (_read_json(out / "chosen.json") or {}) if kept else {}
+    old_grid = (_read_json(out / "grid.json") or {}) if kept else {}
     chosen = {"hparams": dict(old_chosen.get("hparams", {})),
               "details": dict(old_chosen.get("details", {}))}
     chosen["hparams"].update(result["chosen"])
@@ -938,6 +992,10 @@ def figure_specs(figure: int, seeds: Sequence[int] = EVAL_SEEDS,
     names = list(OPTIMIZERS) if optimizers is None else list(optimizers)
     for n in names:
         baselines._entry(n)
+    from l2o.data import _canonical
+
+    for d in datasets:
+        _canonical(d)  # an unknown name fails here, before any run is scheduled
     setting = dict(FIGURES[figure], **overrides)
     return [ExperimentSpec(dataset=d, optimizer=o, seed=int(s), **setting)
             for d in datasets for o in names for s in seeds]
@@ -1219,61 +1277,112 @@ def format_summary(rows: Sequence[Mapping]) -> str:
 
 
 # ======================================================================== CLI
+def _run_dir(base: Path, horizon: int) -> Path:
+    """A new folder ``base/runs/<UTC time>_T<horizon>`` (suffixed if it exists)."""
+    stem = base / "runs" / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}_T{horizon}"
+    out, k = stem, 1
+    while out.exists():
+        k += 1
+        out = stem.with_name(f"{stem.name}_{k}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m l2o.experiments {tune,grid} ...``; returns the exit code."""
+    """``python -m l2o.experiments {tune,grid} ...``; returns the exit code.
+
+    Arguments are checked while parsing (names, ranges, where a tuning may be written):
+    a bad one ends the command before any run with one ``error:`` line, exit code 2.
+    ``tune`` writes a new folder ``results/tuning/runs/<time>_T<horizon>/`` unless
+    ``--out`` names one; only ``--update-chosen`` also merges the result into the
+    committed ``results/tuning/chosen.json`` (which the package reads).
+    """
+    from l2o.cli import nonnegative_int, positive_int
+    from l2o.data import DATASETS
+
+    tunable = [n for n, e in OPTIMIZERS.items() if e.grid]
     parser = argparse.ArgumentParser(prog="python -m l2o.experiments",
                                      description="Baseline tuning and the paper's experiment grid.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_tune = sub.add_parser("tune", help="grid-search the baselines on MNIST 48-48-10 (T=400)")
     p_tune.add_argument("--smoke", action="store_true",
-                        help="tiny grid, T=20, one seed; writes to results/smoke/tuning")
-    p_tune.add_argument("--optimizers", nargs="+", default=list(BASELINES), metavar="NAME")
-    p_tune.add_argument("--seeds", nargs="+", type=int, default=None)
-    p_tune.add_argument("--horizon", type=int, default=None)
-    p_tune.add_argument("--workers", type=int, default=2)
-    p_tune.add_argument("--out", default=None, help="output folder (default results/tuning)")
+                        help="tiny grid, T=20, one seed; a run folder under results/smoke/tuning")
+    p_tune.add_argument("--optimizers", nargs="+", default=list(BASELINES), metavar="NAME",
+                        choices=tunable, help=f"any of {', '.join(tunable)}")
+    p_tune.add_argument("--seeds", nargs="+", type=nonnegative_int, default=None)
+    p_tune.add_argument("--horizon", type=positive_int, default=None)
+    p_tune.add_argument("--workers", type=positive_int, default=2,
+                        help="processes (1: in this process)")
+    p_tune.add_argument("--out", default=None,
+                        help="output folder (default: a new results/tuning/runs/<time>_T<horizon>)")
+    p_tune.add_argument("--update-chosen", action="store_true",
+                        help=f"also merge the result into {TUNING_DIR / 'chosen.json'}, the "
+                             "tuning the package uses (same horizon, seeds and objective, or "
+                             "every optimizer there re-tuned)")
     p_tune.add_argument("--data-dir", default=None)
     p_tune.add_argument("--no-progress", action="store_true")
     p_tune.add_argument("--batch-seeds", action="store_true",
                         help="run the seeds of elementwise optimizers in one tensor")
     p_grid = sub.add_parser("grid", help="run the optimizers behind one of Figures 1-5")
     p_grid.add_argument("--figure", type=int, required=True, choices=sorted(FIGURES))
-    p_grid.add_argument("--seeds", nargs="+", type=int, default=list(EVAL_SEEDS))
-    p_grid.add_argument("--optimizers", nargs="+", default=None, metavar="NAME")
-    p_grid.add_argument("--datasets", nargs="+", default=list(FIGURE_DATASETS))
-    p_grid.add_argument("--horizon", type=int, default=None, help="override the figure's T")
-    p_grid.add_argument("--eval-every", type=int, default=1)
-    p_grid.add_argument("--workers", type=int, default=2)
+    p_grid.add_argument("--seeds", nargs="+", type=nonnegative_int, default=list(EVAL_SEEDS))
+    p_grid.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",
+                        choices=list(OPTIMIZERS), help=f"any of {', '.join(OPTIMIZERS)}")
+    p_grid.add_argument("--datasets", nargs="+", default=list(FIGURE_DATASETS),
+                        choices=DATASETS, metavar="NAME", help=f"any of {', '.join(DATASETS)}")
+    p_grid.add_argument("--horizon", type=positive_int, default=None,
+                        help="override the figure's T")
+    p_grid.add_argument("--eval-every", type=positive_int, default=1)
+    p_grid.add_argument("--workers", type=positive_int, default=2,
+                        help="processes (1: in this process)")
     p_grid.add_argument("--results-dir", default=str(GRID_DIR))
     p_grid.add_argument("--data-dir", default=None)
     p_grid.add_argument("--no-progress", action="store_true")
     p_grid.add_argument("--batch-seeds", action="store_true",
                         help="run the seeds of elementwise optimizers in one tensor")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # float results depend on the thread count; workers use 1 too
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = " ".join(["python -m l2o.experiments", *(argv if argv is not None else sys.argv[1:])])
 
     if args.command == "tune":
         if args.smoke:
             seeds = args.seeds or [TUNING_SEEDS[0]]
             horizon = args.horizon or 20
-            out = args.out or SMOKE_TUNING_DIR
+            base = SMOKE_TUNING_DIR
         else:
             seeds = args.seeds or list(TUNING_SEEDS)
             horizon = args.horizon or 400
-            out = args.out or TUNING_DIR
+            base = TUNING_DIR
+        if args.update_chosen and args.smoke:
+            p_tune.error("--update-chosen cannot be combined with --smoke")
+        out = Path(args.out) if args.out else _run_dir(base, horizon)
+        # Before any run: may the result go where it is to be written?  (The objective
+        # is the fixed tuning problem; tune() compares it too once the data are loaded.)
+        for target in [out] + ([TUNING_DIR] if args.update_chosen else []):
+            there = (_read_json(Path(target) / "chosen.json") or {}).get("objective", {})
+            try:
+                check_tuning_target(target, args.optimizers, seeds, horizon, there)
+            except ValueError as exc:
+                p_tune.error(str(exc))
+        torch.set_num_threads(1)  # float results depend on the thread count; workers use 1 too
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         res = tune(names=args.optimizers, seeds=seeds, horizon=horizon, out_dir=out,
                    workers=args.workers, progress=not args.no_progress, data_dir=args.data_dir,
                    smoke=args.smoke, command=command, batch_seeds=args.batch_seeds)
         print(f"wrote {out}/grid.json, chosen.json, provenance.json "
               f"({res['provenance']['wall_time_s']:.0f} s)")
+        if args.update_chosen:
+            _write_tuning(TUNING_DIR, res, res["provenance"]["objective"], seeds, horizon)
+            print(f"updated {TUNING_DIR}/chosen.json with {', '.join(res['chosen'])}")
+        else:
+            print(f"{TUNING_DIR / 'chosen.json'} is unchanged (pass --update-chosen to merge "
+                  "this tuning into it)")
         for name, hp in res["chosen"].items():
             d = res["details"][name]
             ml = d["mean_meta_loss"]
             edge = f"  (at grid edge: {', '.join(d['at_grid_edge'])})" if d["at_grid_edge"] else ""
             print(f"  {name:9s} {hp}  meta-loss {ml if ml is None else round(ml, 3)}{edge}")
         return 0
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = {"eval_every": args.eval_every}
     if args.horizon is not None:
         overrides["horizon"] = args.horizon

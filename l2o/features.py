@@ -218,6 +218,27 @@ class ObservationTracker:
         """Index of the last update (−1 before the first)."""
         return self._t
 
+    def state_dict(self) -> dict:
+        """The history as tensors, ints and ``None`` (``torch.load(weights_only=True)`` reads it).
+
+        The configuration, dtype and device are not included: the owner supplies them
+        again to the tracker that :meth:`load_state_dict` is called on.
+        """
+        return {k: (v.clone() if isinstance(v, torch.Tensor) else v)
+                for k, v in vars(self).items() if k.startswith("_")}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a history saved by :meth:`state_dict` (tensors moved to this tracker's
+        dtype and device when those are set)."""
+        own = {k for k in vars(self) if k.startswith("_")}
+        if set(state) != own:
+            raise ValueError(f"ObservationTracker state has the entries {sorted(state)}, "
+                             f"expected {sorted(own)}")
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(dtype=self.dtype or v.dtype, device=self.device or v.device)
+            setattr(self, k, v)
+
     def update(self, x: torch.Tensor, f_hat: torch.Tensor, grad: torch.Tensor) -> None:
         """Append step ``t``: iterate ``x (N, D)``, ``f̂ (N,)``, gradient ``∇f̂ (N, D)``.
 

@@ -26,12 +26,12 @@ from l2o import experiments, l2l
 from l2o.baselines import BASELINES
 from l2o.data import make_problem
 from l2o.gps import load_policy
-from l2o.learned import evaluate_l2l, evaluate_psd
+from l2o.learned import PRETRAINED, evaluate_l2l, evaluate_psd
 
 log = logging.getLogger(__name__)
 
-PSD_FILE = experiments.ROOT / "results" / "psd" / "psd_mnist48.pt"
-L2L_FILE = experiments.ROOT / "results" / "l2l" / "l2l_mnist48.pt"
+PSD_FILE = experiments.ROOT / PRETRAINED["psd"][0]
+L2L_FILE = experiments.ROOT / PRETRAINED["l2l"][0]
 LEARNED_DIR = experiments.ROOT / "results" / "learned"
 
 
@@ -114,13 +114,18 @@ def run_all(seeds: Sequence[int] = experiments.EVAL_SEEDS, workers: int = 2,
 
 
 def main(argv=None) -> int:
+    """``python -m l2o.figures {--figure N | --all}``; arguments are checked while parsing
+    (one ``error:`` line, exit code 2)."""
+    from l2o.cli import nonnegative_int, positive_int
+
     ap = argparse.ArgumentParser(prog="python -m l2o.figures")
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--figure", type=int, choices=sorted(experiments.FIGURES))
     which.add_argument("--all", action="store_true",
                        help="every figure and the Figure 5 continuation (the whole grid)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(experiments.EVAL_SEEDS))
-    ap.add_argument("--workers", type=int, default=2,
+    ap.add_argument("--seeds", type=nonnegative_int, nargs="+",
+                    default=list(experiments.EVAL_SEEDS))
+    ap.add_argument("--workers", type=positive_int, default=2,
                     help="processes for the baseline runs and the learned optimizers")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -623,6 +624,7 @@ class ConvolutionalGPS:
         self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.cost = CostProblem(problem, config.cost_subset, config.seed)
         self.policy = LSTMPolicy(policy_config, generator=torch.Generator().manual_seed(config.seed))
+        self.policy.feature_config = feature_config  # π carries the features it reads
         self.torch_gen = torch.Generator().manual_seed(config.seed)
         self.np_rng = np.random.default_rng(config.seed)
         self.groups: list[GroupVars] = []
@@ -962,18 +964,37 @@ class ConvolutionalGPS:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_dir / "checkpoint.pt.part"
-        torch.save(self.state_dict(), tmp)
+        # tensors and plain values only, so that reading it back runs no code
+        torch.save({"format": CHECKPOINT_FORMAT, **to_safe(self.state_dict())}, tmp)
         os.replace(tmp, self.ckpt_dir / "checkpoint.pt")  # atomic: an interruption loses nothing
 
     def resume(self) -> bool:
-        """Load ``checkpoint_dir/checkpoint.pt`` if present; returns whether it did."""
-        if self.ckpt_dir is None or not (self.ckpt_dir / "checkpoint.pt").exists():
+        """Load ``checkpoint_dir/checkpoint.pt`` if present; returns whether it did.
+
+        The file is read with ``torch.load(weights_only=True)``; a checkpoint written
+        before the safe format (numpy arrays and LQG containers pickled as objects) is
+        read with exactly those types allowed, and rewritten safely at the next save.
+
+        Raises:
+            ValueError: the file is unreadable, holds other objects, or was made with
+                another configuration.
+        """
+        path = None if self.ckpt_dir is None else self.ckpt_dir / "checkpoint.pt"
+        if path is None or not path.exists():
             return False
         try:
-            sd = torch.load(self.ckpt_dir / "checkpoint.pt", weights_only=False)
+            sd = safe_load(path)
+        except UnsafeFileError as e:
+            raise ValueError(f"refusing to read GPS checkpoint {path}: {e}. Delete it to start "
+                             "afresh.") from e
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise ValueError(f"cannot read GPS checkpoint {self.ckpt_dir / 'checkpoint.pt'}: {e}. "
+            raise ValueError(f"cannot read GPS checkpoint {path}: {e}. "
                              "Delete it to start afresh.") from e
+        if not isinstance(sd, dict):
+            raise ValueError(f"{path} holds a {type(sd).__name__}, not a GPS checkpoint. "
+                             "Delete it to start afresh.")
+        sd = from_safe(sd)
+        sd.pop("format", None)
         self.load_state_dict(sd)
         return True
 
@@ -1004,58 +1025,215 @@ def _group_from_dict(d: dict) -> GroupVars:
 
 
 # ------------------------------------------------------------------------------- files
+#: Format tag of the policy files written by :func:`save_policy`.
+POLICY_FORMAT = "l2o-psd-v1"
+#: Format tag of GPS checkpoints in the safe layout (tensors and plain values only);
+#: older checkpoints have no tag.
+CHECKPOINT_FORMAT = "l2o.gps.checkpoint/2"
+
+
 class PolicyFileError(ValueError):
     """A saved policy file is unreadable or does not match the requested configuration."""
 
 
-def save_policy(path: str | Path, policy: LSTMPolicy, feature_config: FeatureConfig,
+class UnsafeFileError(ValueError):
+    """A file holds Python objects that reading it would have to construct or call."""
+
+
+#: Containers of a GPS checkpoint written before the safe layout, by class name.
+_DATACLASSES = {cls.__name__: cls for cls in
+                (lqg.LinearGaussianPolicy, lqg.LinearGaussianDynamics, lqg.QuadraticCost)}
+
+
+def to_safe(obj):
+    """``obj`` with numpy arrays and LQG containers replaced by tensors and plain dicts.
+
+    The result holds only tensors, numbers, strings, ``None`` and dicts, lists and
+    tuples of them, which ``torch.load(weights_only=True)`` reads; :func:`from_safe`
+    inverts it exactly (arrays keep their dtype and values bit for bit).
+    """
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.array(obj))}  # a writable copy
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if dataclasses.is_dataclass(obj) and type(obj).__name__ in _DATACLASSES:
+        return {"__dataclass__": type(obj).__name__,
+                "fields": {f.name: to_safe(getattr(obj, f.name))
+                           for f in dataclasses.fields(obj) if f.init}}
+    if isinstance(obj, dict):
+        return {k: to_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_safe(v) for v in obj)
+    return obj
+
+
+def from_safe(obj):
+    """The inverse of :func:`to_safe` (a no-op on values :func:`to_safe` leaves alone)."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__ndarray__"}:
+            return obj["__ndarray__"].numpy()
+        if set(obj) == {"__dataclass__", "fields"}:
+            name = obj["__dataclass__"]
+            if name not in _DATACLASSES:
+                raise ValueError(f"unknown container {name!r} (known: {sorted(_DATACLASSES)})")
+            return _DATACLASSES[name](**from_safe(obj["fields"]))
+        return {k: from_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(from_safe(v) for v in obj)
+    return obj
+
+
+def _legacy_globals() -> dict[str, object]:
+    """What files written before the safe layout may hold, by pickled name: numpy arrays,
+    dtypes and scalars, and the LQG containers.  Constructing them runs no code of the file."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    allowed: dict[str, object] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[f"{mod}._reconstruct"] = multiarray._reconstruct
+        allowed[f"{mod}.scalar"] = multiarray.scalar
+    for name in dir(getattr(np, "dtypes", None)):
+        if name.endswith("DType"):
+            allowed[f"numpy.dtypes.{name}"] = getattr(np.dtypes, name)
+    for cls in _DATACLASSES.values():
+        allowed[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return allowed
+
+
+def safe_load(path: str | Path):
+    """``torch.load`` that cannot run code from the file.
+
+    Reads with ``weights_only=True``.  A file written by an earlier version of this
+    package may also hold numpy arrays and LQG containers: those types alone are then
+    allowed (:func:`_legacy_globals`), so old checkpoints stay readable.
+
+    Raises:
+        UnsafeFileError: the file holds any other Python object (its name is given).
+        Exception: whatever ``torch.load`` raises for a corrupt or truncated file.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as first:  # noqa: BLE001 - classified below
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - not a zip checkpoint: a raw pickle, or damaged
+            if "Unsupported global" in str(first) or "GLOBAL" in str(first):
+                raise UnsafeFileError(f"{path} holds Python objects other than tensors "
+                                      "(a raw pickle)") from first
+            raise first
+        allowed = _legacy_globals()
+        refused = sorted(g for g in unsafe if g not in allowed)
+        if refused:
+            raise UnsafeFileError(
+                f"{path} holds Python objects that loading would have to construct or call "
+                f"({', '.join(refused)}); l2o reads its files with "
+                "torch.load(weights_only=True) so that a file cannot run code, and refuses "
+                "it") from first
+        if not unsafe:
+            raise first
+        # all of them: unpickling a dtype also builds its class (numpy.dtypes.*DType)
+        with torch.serialization.safe_globals([(obj, g) for g, obj in allowed.items()]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        log.info("%s: read a file written before the safe format (numpy arrays, LQG "
+                 "containers); it is rewritten safely when saved again", path)
+        return obj
+
+
+def save_policy(path: str | Path, policy: LSTMPolicy, feature_config: FeatureConfig | None = None,
                 meta: dict | None = None) -> None:
-    """Write π (weights, frozen statistics, configurations) to ``path`` atomically."""
+    """Write π (weights, frozen statistics, configurations) to ``path`` atomically.
+
+    The file holds tensors and plain values only (``torch.load(weights_only=True)``
+    reads it), including the :class:`~l2o.features.FeatureConfig` π reads.
+
+    Args:
+        path: the file (conventionally ``*.pt``).
+        policy: the trained policy.
+        feature_config: its features; default ``policy.feature_config``.
+        meta: free-form JSON-like values stored with it.
+
+    Raises:
+        ValueError: the features are unknown, or differ from ``policy.feature_config``.
+    """
+    carried = getattr(policy, "feature_config", None)
+    if feature_config is None:
+        feature_config = carried
+    if feature_config is None:
+        raise ValueError("the features of the policy are unknown: pass feature_config")
+    if carried is not None and carried != feature_config:
+        raise ValueError(f"feature_config {feature_config} differs from the policy's own "
+                         f"{carried}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": "l2o-psd-v1", "policy": policy.state_dict(),
+    blob = {"format": POLICY_FORMAT, "policy": policy.state_dict(),
             "policy_config": dataclasses.asdict(policy.config),
-            "feature_config": dataclasses.asdict(feature_config), "meta": meta or {}}
+            "feature_config": dataclasses.asdict(feature_config),
+            "meta": to_safe(meta or {})}
     tmp = path.with_suffix(path.suffix + ".part")
     torch.save(blob, tmp)
     os.replace(tmp, path)
 
 
 def load_policy(path: str | Path) -> tuple[LSTMPolicy, FeatureConfig, dict]:
-    """Read a file written by :func:`save_policy` (or a GPS checkpoint).
+    """Read a file written by :func:`save_policy` (or a GPS checkpoint), running no code.
+
+    The file is read with ``torch.load(weights_only=True)``: a file that holds other
+    Python objects is refused, not executed.  The weights must be finite and the input
+    standardisation and output scales positive.
 
     Returns:
-        ``(policy, feature_config, meta)``; use them as
-        ``PredictedStepDescent(model.parameters(), policy, feature_config)``.
+        ``(policy, feature_config, meta)``, with ``policy.feature_config`` set, so that
+        ``PredictedStepDescent(model.parameters(), policy)`` computes the features the
+        policy was trained with.
 
     Raises:
-        PolicyFileError: the file is missing, corrupt, or not a Predicted Step Descent policy.
+        PolicyFileError: the file is missing, corrupt, holds Python objects other than
+            tensors and plain values, is not a Predicted Step Descent policy, or holds
+            invalid weights.
     """
     path = Path(path)
     if not path.exists():
         raise PolicyFileError(f"no policy file at {path}")
     try:
-        blob = torch.load(path, weights_only=False, map_location="cpu")
+        blob = safe_load(path)
+    except UnsafeFileError as e:
+        raise PolicyFileError(
+            f"{e}. A policy file written by l2o.gps.save_policy holds only tensors and plain "
+            "values; get the policy from its source again, or re-run the meta-training") from e
     except Exception as e:  # noqa: BLE001 - every unreadable file gets the same message
         raise PolicyFileError(f"{path} is corrupt or truncated ({e}); re-run the meta-training "
                               "or restore the file") from e
-    if isinstance(blob, dict) and "config" in blob and "policy" in blob and "format" not in blob:
-        blob = {"format": "l2o-psd-v1", "policy": blob["policy"],
+    if isinstance(blob, dict) and "config" in blob and "policy" in blob and (
+            blob.get("format") in (None, CHECKPOINT_FORMAT)):
+        blob = {"format": POLICY_FORMAT, "policy": blob["policy"],
                 "policy_config": blob["policy_config"], "feature_config": blob["feature_config"],
                 "meta": {"from_checkpoint": str(path), "iteration": blob.get("iteration")}}
-    if not isinstance(blob, dict) or blob.get("format") != "l2o-psd-v1":
+    if not isinstance(blob, dict) or blob.get("format") != POLICY_FORMAT:
         raise PolicyFileError(f"{path} is not a Predicted Step Descent policy file "
-                              "(expected format 'l2o-psd-v1')")
+                              f"(expected format {POLICY_FORMAT!r})")
     try:
         pcfg = PolicyConfig(**{k: tuple(v) if isinstance(v, list) else v
                                for k, v in blob["policy_config"].items()})
         fcfg = FeatureConfig(**blob["feature_config"])
-        policy = LSTMPolicy(pcfg)
+        policy = LSTMPolicy(pcfg, feature_config=fcfg)
         policy.load_state_dict(blob["policy"])
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
         raise PolicyFileError(f"{path}: the stored weights do not match the stored "
                               f"configuration: {e}") from e
-    return policy, fcfg, blob.get("meta", {})
+    for name, value in policy.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PolicyFileError(f"{path}: {name} holds non-finite values; the file is damaged "
+                                  "or the meta-training diverged")
+    for name in ("obs_std", "output_scale"):
+        value = getattr(policy, name)
+        if not bool((value > 0).all()):
+            raise PolicyFileError(f"{path}: {name} must be positive, it holds "
+                                  f"{value.min().item():g} (a step would divide by zero or "
+                                  "flip sign); the file is damaged")
+    return policy, fcfg, from_safe(blob.get("meta", {}))
 
 
 # --------------------------------------------------------------------------------- CLI
@@ -1099,23 +1277,29 @@ def _parse_bool(text: str) -> bool:
 
 
 def main(argv=None) -> int:
-    """``python -m l2o.gps train``: meta-train Predicted Step Descent with convolutional GPS."""
+    """``python -m l2o.gps train``: meta-train Predicted Step Descent with convolutional GPS.
+
+    Arguments are checked while parsing (exit code 2 and one ``error:`` line): ranges,
+    the GPS configuration, and ``--resume`` without a checkpoint to resume.
+    """
     import argparse
 
     from l2o import baselines
-    from l2o.data import make_problem
+    from l2o.cli import fraction, positive_float, positive_int
+    from l2o.data import (_ALIASES, DATASETS, DatasetFormatError, DatasetNotFoundError,
+                          make_problem)
 
     ap = argparse.ArgumentParser(prog="python -m l2o.gps")
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="meta-train π on one objective (resumable)")
-    tr.add_argument("--dataset", default="mnist")
-    tr.add_argument("--n-in", type=int, default=48)
-    tr.add_argument("--n-hidden", type=int, default=48)
-    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--dataset", default="mnist", choices=DATASETS + tuple(_ALIASES))
+    tr.add_argument("--n-in", type=positive_int, default=48)
+    tr.add_argument("--n-hidden", type=positive_int, default=48)
+    tr.add_argument("--batch-size", type=positive_int, default=64)
     tr.add_argument("--out", default="results/psd", help="checkpoint and outputs folder")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--data-dir", default=None)
-    tr.add_argument("--threads", type=int, default=1)
+    tr.add_argument("--threads", type=positive_int, default=1)
     tr.add_argument("--no-progress", action="store_true")
     choices = {"nu_units": NU_UNITS, "psi_feedback": PSI_FEEDBACK, "step_rule": STEP_RULES,
                "cost_features": COST_FEATURES, "prior": ("window", "gmm")}
@@ -1127,37 +1311,52 @@ def main(argv=None) -> int:
                         help=f"GPSConfig.{f.name} (default {f.default})")
     tr.add_argument("--teacher", default="momentum", choices=TEACHERS,
                     help="the optimizer ψ0 imitates (default momentum, method-notes D7)")
-    tr.add_argument("--teacher-lr", type=float, default=None,
+    tr.add_argument("--teacher-lr", type=positive_float, default=None,
                     help="teacher step (default: the tuned baseline's)")
-    tr.add_argument("--teacher-momentum", type=float, default=None)
+    tr.add_argument("--teacher-momentum", type=fraction, default=None)
     tr.add_argument("--grad-scale", default="offset", choices=GRAD_SCALES,
                     help="FeatureConfig.grad_scale: 'offset' (the paper) or 'rms' (chapter 5's "
                          "deviation)")
     a = ap.parse_args(argv)
+    try:
+        cfg = GPSConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(GPSConfig)
+                           if getattr(a, f.name) is not None})
+    except (TypeError, ValueError) as e:
+        tr.error(str(e))
+    out = Path(a.out)
+    if (out / "checkpoint.pt").exists() and not a.resume:
+        tr.error(f"{out / 'checkpoint.pt'} exists: pass --resume to continue it, or choose "
+                 "another --out")
+    if a.resume and not (out / "checkpoint.pt").exists():
+        tr.error(f"--resume: there is no checkpoint at {out / 'checkpoint.pt'}; leave out "
+                 "--resume to start a new run")
+    if a.teacher == "adam" and a.teacher_momentum is not None:
+        tr.error("--teacher-momentum applies to the momentum teacher only")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(a.threads)
-    cfg = GPSConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(GPSConfig)
-                       if getattr(a, f.name) is not None})
     teacher = dict(baselines.default_hparams(a.teacher))
     if a.teacher_lr is not None:
         teacher["lr"] = a.teacher_lr
     if a.teacher == "adam":
-        if a.teacher_momentum is not None:
-            ap.error("--teacher-momentum applies to the momentum teacher only")
         teacher = {"name": "adam", "lr": float(teacher["lr"])}
     else:
         if a.teacher_momentum is not None:
             teacher["momentum"] = a.teacher_momentum
         teacher = {"lr": float(teacher["lr"]), "momentum": float(teacher.get("momentum", 0.0))}
-    problem = make_problem(a.dataset, a.n_in, a.n_hidden, batch_size=a.batch_size,
-                           data_dir=a.data_dir)
-    out = Path(a.out)
-    if (out / "checkpoint.pt").exists() and not a.resume:
-        ap.error(f"{out / 'checkpoint.pt'} exists: pass --resume to continue it, or choose "
-                 "another --out")
+    try:
+        problem = make_problem(a.dataset, a.n_in, a.n_hidden, batch_size=a.batch_size,
+                               data_dir=a.data_dir)
+    except (DatasetNotFoundError, DatasetFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     gps = ConvolutionalGPS(problem, cfg, FeatureConfig(grad_scale=a.grad_scale), PolicyConfig(),
                            teacher, out)
-    if a.resume and gps.resume():
+    if a.resume:
+        try:
+            gps.resume()
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         log.info("resumed at GPS iteration %d", gps.iteration)
     t0 = time.perf_counter()
     progress = not (a.no_progress or os.environ.get("L2O_NO_PROGRESS"))

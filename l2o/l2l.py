@@ -782,13 +782,21 @@ class L2LOptimizer(torch.optim.Optimizer):
     as at the start of a meta-training trajectory.  Call :meth:`reset_state` to start a
     new trajectory with the same optimizer.
 
+    The LSTM state stays in the net's dtype whatever the parameters' dtype (also after
+    :meth:`load_state_dict`, which would otherwise cast it to each parameter's).
+
+    Loss scale: the net reads ``log|g|`` of each gradient coordinate, so multiplying the
+    loss by a constant changes the steps (e.g. a summed instead of averaged loss; the
+    README's "Robustness" section gives numbers).  Use a minibatch mean, as in training.
+
     Args:
         params: parameters or parameter groups, as for any ``torch.optim`` optimizer.
         net: an :class:`L2LNet`, or a path for :func:`load_l2l`.
 
     Example::
 
-        opt = L2LOptimizer(model.parameters(), "results/l2l/l2l_mnist48.pt")
+        opt = L2LOptimizer.from_pretrained(model.parameters())   # the shipped net
+        # or: opt = L2LOptimizer(model.parameters(), "path/to/l2l_mnist48.pt")
         for xb, yb in batches:
             opt.zero_grad()
             loss_fn(model(xb), yb).backward()
@@ -805,9 +813,36 @@ class L2LOptimizer(torch.optim.Optimizer):
         for prm in self.net.parameters():
             prm.requires_grad_(False)
 
+    @classmethod
+    def from_pretrained(cls, params, path: str | os.PathLike | None = None) -> "L2LOptimizer":
+        """The optimizer with a saved net.
+
+        Args:
+            params: parameters or parameter groups.
+            path: a file written by :func:`save_l2l` or :func:`meta_train`; default the
+                shipped ``results/l2l/l2l_mnist48.pt`` (``$L2O_L2L_NET`` overrides it; see
+                :func:`l2o.learned.pretrained_file`).
+
+        Raises:
+            L2LCheckpointError: no such file, or not a readable L2L file.
+        """
+        from l2o.learned import pretrained_file
+
+        return cls(params, load_l2l(pretrained_file("l2l", path)))
+
     def reset_state(self) -> None:
         """Forget the LSTM states (start a new trajectory)."""
         self.state.clear()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """As ``torch.optim.Optimizer.load_state_dict``, keeping the LSTM state in the
+        net's dtype and device (the base class casts it to each parameter's)."""
+        super().load_state_dict(state_dict)
+        ref = self.net.head.weight
+        for st in self.state.values():
+            for key in ("h", "c"):
+                if isinstance(st.get(key), torch.Tensor):
+                    st[key] = st[key].to(dtype=ref.dtype, device=ref.device)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
@@ -884,19 +919,27 @@ def _make_mnist48(batch_size: int, data_dir: str | None) -> tuple[MLPProblem, st
     return problem, prepared.describe()
 
 
+def _cli_config(args) -> L2LConfig:
+    return L2LConfig(lr=args.lr, trajectories=args.trajectories, eval_every=args.eval_every,
+                     horizon=args.horizon, unroll=args.unroll,
+                     max_grad_norm=None if args.max_grad_norm <= 0 else args.max_grad_norm,
+                     preprocess_p=args.preprocess_p)
+
+
 def _train_cli(args) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = L2LConfig(lr=args.lr, trajectories=args.trajectories, eval_every=args.eval_every,
-                       horizon=args.horizon, unroll=args.unroll,
-                       max_grad_norm=None if args.max_grad_norm <= 0 else args.max_grad_norm,
-                       preprocess_p=args.preprocess_p)
-    problem, data_desc = _make_mnist48(config.batch_size, args.data_dir)
+    config = _cli_config(args)
+    from l2o.data import DatasetFormatError, DatasetNotFoundError
+
+    try:
+        problem, data_desc = _make_mnist48(config.batch_size, args.data_dir)
+    except (DatasetNotFoundError, DatasetFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     logger.info("problem: %r", problem)
     ckpt = out / "checkpoint.pt"
-    if ckpt.exists() and not args.resume:
-        raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
     t0 = time.time()
     res = meta_train(problem, config, seed=args.seed, epochs=args.epochs, checkpoint=ckpt,
                      resume=args.resume, progress=False if args.no_progress else None)
@@ -953,28 +996,55 @@ def _train_cli(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m l2o.l2l train ...``; returns the exit code."""
+    """``python -m l2o.l2l train ...``; returns the exit code.
+
+    Arguments are checked while parsing (exit code 2 and one ``error:`` line): ranges,
+    the configuration, an existing checkpoint without ``--resume`` and ``--resume``
+    without one.
+    """
+    from l2o.cli import nonnegative_int, positive_float, positive_int
+
+    def finite_float(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        return value
+
     d = L2LConfig()
     parser = argparse.ArgumentParser(prog="python -m l2o.l2l",
                                      description="Meta-train the L2L baseline on MNIST-48.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="meta-train on MNIST-48 (48-48-10, batch 64, T = 400)")
-    p.add_argument("--epochs", type=int, required=True, help="total epochs (trajectories)")
+    p.add_argument("--epochs", type=positive_int, required=True,
+                   help="total epochs (trajectories), >= 1")
     p.add_argument("--out", default="results/l2l/", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--trajectories", type=int, default=d.trajectories)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--horizon", type=int, default=d.horizon)
-    p.add_argument("--unroll", type=int, default=d.unroll)
-    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--lr", type=positive_float, default=d.lr)
+    p.add_argument("--trajectories", type=positive_int, default=d.trajectories)
+    p.add_argument("--eval-every", type=positive_int, default=d.eval_every)
+    p.add_argument("--horizon", type=positive_int, default=d.horizon)
+    p.add_argument("--unroll", type=positive_int, default=d.unroll)
+    p.add_argument("--max-grad-norm", type=finite_float, default=d.max_grad_norm,
                    help="<= 0 disables clipping")
-    p.add_argument("--preprocess-p", type=float, default=d.preprocess_p)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--preprocess-p", type=positive_float, default=d.preprocess_p)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        _cli_config(args)
+    except ValueError as exc:
+        p.error(str(exc))
+    ckpt = Path(args.out) / "checkpoint.pt"
+    if ckpt.exists() and not args.resume:
+        p.error(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
+    if args.resume and not ckpt.exists():
+        p.error(f"--resume: there is no checkpoint at {ckpt}; leave out --resume to start a "
+                "new run")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return _train_cli(args)
 

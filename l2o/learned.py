@@ -9,7 +9,9 @@ and figures treat all nine optimizers alike.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,9 +19,51 @@ import torch
 
 from l2o import experiments
 from l2o.features import FeatureConfig
-from l2o.gps import CostProblem, pi_actor, rollout
+from l2o.gps import CostProblem, PolicyFileError, pi_actor, rollout
 from l2o.policy import LSTMPolicy
 from l2o.problems import MLPProblem
+
+#: The shipped learned optimizers: file under the repository root, the environment
+#: variable that overrides it, and the command that writes it.
+PRETRAINED = {
+    "psd": ("results/psd/psd_mnist48.pt", "L2O_PSD_POLICY",
+            "python -m l2o.gps train --out results/psd"),
+    "l2l": ("results/l2l/l2l_mnist48.pt", "L2O_L2L_NET",
+            "python -m l2o.l2l train --epochs 800 --out results/l2l"),
+}
+
+
+def pretrained_file(name: str, path: str | os.PathLike | None = None) -> Path:
+    """Where the shipped learned optimizer ``name`` (``"psd"`` or ``"l2l"``) is read from.
+
+    ``path`` if given; else ``$L2O_PSD_POLICY`` / ``$L2O_L2L_NET`` if set; else the
+    file of :data:`PRETRAINED` under the repository that holds this package (a source
+    checkout or an editable install), then under the working directory.
+
+    Raises:
+        PolicyFileError (``"psd"``) or :class:`l2o.l2l.L2LCheckpointError` (``"l2l"``):
+            no file at any of these places; the message lists them and how to get one.
+    """
+    if name not in PRETRAINED:
+        raise ValueError(f"Unknown learned optimizer {name!r}; valid names are {sorted(PRETRAINED)}")
+    if path is not None:
+        return Path(path)
+    rel, env, command = PRETRAINED[name]
+    if os.environ.get(env, "").strip():
+        return Path(os.environ[env].strip()).expanduser()
+    candidates = list(dict.fromkeys([experiments.ROOT / rel, Path.cwd() / rel]))
+    for c in candidates:
+        if c.is_file():
+            return c
+    msg = (f"no pretrained {name.upper()} file: looked at {', '.join(map(str, candidates))} "
+           f"(${env} is not set). The shipped files live in the repository's results/ folder, "
+           f"which an installed package does not include: pass path=..., set ${env}, or "
+           f"write one with `{command}`.")
+    if name == "l2l":
+        from l2o.l2l import L2LCheckpointError
+
+        raise L2LCheckpointError(msg)
+    raise PolicyFileError(msg)
 
 
 def _streams(problem: MLPProblem, seeds: Sequence[int], horizon: int):

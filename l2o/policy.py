@@ -26,8 +26,10 @@ and :meth:`~LSTMPolicy.forward_sequence` (whole sequences, used for BPTT in the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -108,14 +110,23 @@ class LSTMPolicy(nn.Module):
         config: :class:`PolicyConfig`.
         generator: if given, the weights are drawn from ``U(−1/√H, 1/√H)`` with it (the
             PyTorch default scheme) instead of from the global RNG.
+        feature_config: the observation features Ψ the policy reads (kept as
+            :attr:`feature_config`; :func:`l2o.gps.load_policy` sets it from the file, and
+            :class:`PredictedStepDescent` uses it).  ``None``: not known.
     """
 
     def __init__(self, config: PolicyConfig = PolicyConfig(),
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None,
+                 feature_config: FeatureConfig | None = None):
         super().__init__()
         if not isinstance(config, PolicyConfig):
             raise TypeError(f"config must be a PolicyConfig, got {type(config).__name__}")
+        if feature_config is not None and not isinstance(feature_config, FeatureConfig):
+            raise TypeError(f"feature_config must be a FeatureConfig, "
+                            f"got {type(feature_config).__name__}")
         self.config = config
+        #: The features Ψ the policy was trained with (``None``: not known).
+        self.feature_config = feature_config
         G, H, n_in = config.n_groups, config.hidden_size, config.n_inputs
         n_nets = 1 if config.share_across_groups else G
         in_size = n_in + (G if config.share_across_groups else 0)
@@ -369,6 +380,76 @@ class LSTMPolicy(nn.Module):
         return self.forward_sequence(obs_seq, group_id, hidden, return_hidden)
 
 
+def _all_finite(f_hat: torch.Tensor, grads: Sequence[torch.Tensor]) -> bool:
+    """Whether the loss and every gradient are finite (one synchronisation)."""
+    flags = [torch.isfinite(f_hat).all()] + [torch.isfinite(g).all() for g in grads]
+    return bool(torch.stack([f.to(flags[0].device) for f in flags]).all())
+
+
+def _guess_roles(params: Sequence[torch.Tensor], names: Sequence[str | None]
+                 ) -> tuple[dict[int, str], list[str]]:
+    """Automatic roles of ``params`` (rules in :class:`PredictedStepDescent`'s docstring).
+
+    Args:
+        params: the tensors without an explicit role, in parameter order.
+        names: their names (from named parameters), or ``None`` each.
+
+    Returns:
+        ``{id(tensor): role}``, and one line for each role the shapes did not settle.
+    """
+    def label(i: int) -> str:
+        return (repr(names[i]) if names[i] else f"parameter {i}") + f" {tuple(params[i].shape)}"
+
+    weights = [i for i, p in enumerate(params) if p.ndim >= 2]
+    bias_of: dict[int, int] = {}  # weight index -> index of its layer's bias
+    if params and all(names):
+        # named: "<layer>.bias" belongs to the weight of the same layer
+        layer = {}
+        for i in weights:
+            layer.setdefault(names[i].rpartition(".")[0], i)
+        for i, p in enumerate(params):
+            prefix, _, leaf = names[i].rpartition(".")
+            w = layer.get(prefix)
+            if (p.ndim == 1 and leaf == "bias" and w is not None and w not in bias_of
+                    and params[w].shape[0] == p.numel()):
+                bias_of[w] = i
+    else:
+        # unnamed: a bias is registered right after its weight, one entry per output
+        for i in range(1, len(params)):
+            w = params[i - 1]
+            if params[i].ndim == 1 and w.ndim >= 2 and w.shape[0] == params[i].numel():
+                bias_of[i - 1] = i
+    guesses = []
+    out = None
+    if weights:
+        def feeds(a: int, b: int) -> bool:
+            """Layer ``b`` can read the outputs of layer ``a`` (a conv may be flattened)."""
+            wa, wb = params[a], params[b]
+            n_out, n_in = wa.shape[0], wb.shape[1]
+            return n_in == n_out or (wa.ndim > 2 and wb.ndim == 2 and n_in % n_out == 0)
+
+        # the output layer: the only one whose outputs no other layer reads
+        sinks = [a for a in weights if not any(feeds(a, b) for b in weights if b != a)]
+        if len(sinks) == 1:
+            out = sinks[0]
+        else:
+            out = weights[-1]
+            guesses.append(f"{label(out)} -> output_weight (the last weight: the shapes do not "
+                           "tell which layer is the output layer)")
+    roles = {}
+    for i in weights:
+        kind = "output" if i == out else "hidden"
+        roles[id(params[i])] = f"{kind}_weight"
+        if i in bias_of:
+            roles[id(params[bias_of[i]])] = f"{kind}_bias"
+    for i, p in enumerate(params):
+        if id(p) not in roles:
+            roles[id(p)] = "hidden_bias"
+            guesses.append(f"{label(i)} -> hidden_bias (a tensor with fewer than 2 dimensions "
+                           "that is no layer's bias, e.g. a normalisation layer's scale or shift)")
+    return roles, guesses
+
+
 class PredictedStepDescent(torch.optim.Optimizer):
     """A trained :class:`LSTMPolicy` as a ``torch.optim`` optimizer for any ``nn.Module``.
 
@@ -377,25 +458,57 @@ class PredictedStepDescent(torch.optim.Optimizer):
     all coordinates at once, and applies the mean step ``x ← x + μ^π(o_t)``.  Because Ψ
     contains the relative change of the loss, :meth:`step` needs a closure returning it.
 
+    Features: Ψ must be computed as in training.  A policy read by
+    :func:`l2o.gps.load_policy` carries its :class:`~l2o.features.FeatureConfig`
+    (``policy.feature_config``), which is used when ``feature_config`` is not given; a
+    ``feature_config`` that differs from the policy's is an error.
+
     Roles: a param group may name one for all its tensors with the key ``"role"`` (one
-    of the policy's groups).  Otherwise tensors with ``ndim ≥ 2`` are weights and the
-    others biases; the last weight and the last bias (in parameter order, over the
-    groups without an explicit role) get the roles ``output_weight`` and
-    ``output_bias``, all earlier ones ``hidden_weight`` and ``hidden_bias``
-    (method-notes D4).
+    of the policy's groups, e.g. ``{"params": model.norm.parameters(), "role":
+    "hidden_bias"}``).  The other tensors are matched automatically: a tensor with
+    ``ndim ≥ 2`` is a layer's weight, a 1-D tensor right after it with one entry per
+    output unit (or, with named parameters, ``<layer>.bias``) is that layer's bias.  The
+    output layer is the one whose outputs no other layer reads, found from the shapes
+    (so a head registered first is still the head), else the last weight.  Its weight
+    and bias get ``output_weight`` and ``output_bias``; every other weight and bias
+    ``hidden_weight`` and ``hidden_bias`` (method-notes D4).  A bias-free head leaves no
+    ``output_bias``.  What the shapes cannot tell (1-D tensors that belong to no layer,
+    such as BatchNorm or LayerNorm scales and shifts, which become ``hidden_bias``, or an
+    output layer that had to be taken as the last weight) is logged once as a warning
+    naming each guess; give such tensors an explicit role to silence it.
+
+    Non-finite values: a step whose loss or any gradient is not finite is skipped, as
+    ``torch.amp.GradScaler`` skips one: parameters, LSTM memory and feature history
+    stay as they were, :attr:`skipped_steps` counts it, and a warning is logged the
+    first time.
+
+    Loss scale: Ψ's gradient feature divides by ``|earlier gradient| + 1`` (paper
+    features), so multiplying the loss by a constant changes the steps (e.g. a summed
+    instead of averaged loss; the README's "Robustness" section gives numbers).  Use the
+    loss normalisation the policy was trained with: a mean over the minibatch.
 
     ``self.state[p]`` holds ``"tracker"``, the LSTM memory ``"h"``, ``"c"``
-    (``(numel, 1, hidden_size)``) and ``"step"``.  :meth:`reset_state` starts a new
+    (``(numel, 1, hidden_size)``, in the policy's dtype) and ``"step"``.
+    :meth:`state_dict` stores the tracker as tensors, so the result can be read back
+    with ``torch.load(..., weights_only=True)``.  :meth:`reset_state` starts a new
     trajectory.
 
     Args:
-        params: parameters or parameter groups, as for any ``torch.optim`` optimizer.
+        params: parameters or parameter groups, as for any ``torch.optim`` optimizer
+            (``model.named_parameters()`` gives names to the role warnings).
         policy: a trained :class:`LSTMPolicy` (not modified).
-        feature_config: supplies Ψ's constants (defaults: 1 and 0.1, as in training).
+        feature_config: supplies Ψ's constants; default ``policy.feature_config``
+            (``FeatureConfig()``, with a warning, for a policy that does not carry one).
+
+    Raises:
+        ValueError: ``feature_config`` differs from the features the policy carries, or
+            a role is not one of the policy's groups.
 
     Example::
 
-        opt = PredictedStepDescent(model.parameters(), policy)
+        opt = PredictedStepDescent.from_pretrained(model.parameters())
+        # or: policy, features, _ = l2o.gps.load_policy(path)
+        #     opt = PredictedStepDescent(model.parameters(), policy, features)
 
         def closure():
             opt.zero_grad()
@@ -412,17 +525,57 @@ class PredictedStepDescent(torch.optim.Optimizer):
         if policy.config.n_inputs != 3:
             raise ValueError(f"the policy must read the 3 observation features Ψ, "
                              f"it reads {policy.config.n_inputs}")
-        feature_config = FeatureConfig() if feature_config is None else feature_config
-        if not isinstance(feature_config, FeatureConfig):
+        if feature_config is not None and not isinstance(feature_config, FeatureConfig):
             raise TypeError(f"feature_config must be a FeatureConfig, "
                             f"got {type(feature_config).__name__}")
+        carried = getattr(policy, "feature_config", None)
+        if feature_config is None:
+            if carried is None:
+                logger.warning("PredictedStepDescent: the policy does not say which features it "
+                               "was trained with (it was not read by l2o.gps.load_policy); "
+                               "using FeatureConfig() - pass feature_config if it differs")
+                carried = FeatureConfig()
+            feature_config = carried
+        elif carried is not None and feature_config != carried:
+            diff = {f.name: (getattr(feature_config, f.name), getattr(carried, f.name))
+                    for f in dataclasses.fields(FeatureConfig)
+                    if getattr(feature_config, f.name) != getattr(carried, f.name)}
+            raise ValueError(f"feature_config does not match the features the policy was "
+                             f"trained with: {diff} (given, policy's); omit feature_config to "
+                             "use the policy's")
         # set before Optimizer.__init__, which calls add_param_group
         self.policy = policy
         self.feature_config = feature_config
+        self._warned_roles = False
+        self._role_guesses: list[str] = []
         super().__init__(params, {"role": None})
+        self._warn_role_guesses()  # once every initial group is in (a name may pair across groups)
+        #: Steps skipped because the loss or a gradient was not finite.
+        self.skipped_steps = 0
+        self._warned_nonfinite = False
         if not bool(policy.normalization_fitted.all()):
             logger.warning("PredictedStepDescent: the policy's input statistics were never "
                            "fitted (untrained policy?)")
+
+    @classmethod
+    def from_pretrained(cls, params, path: str | os.PathLike | None = None
+                        ) -> "PredictedStepDescent":
+        """The optimizer with a saved policy and the features stored with it.
+
+        Args:
+            params: parameters or parameter groups.
+            path: a file written by :func:`l2o.gps.save_policy`; default the shipped
+                ``results/psd/psd_mnist48.pt`` (``$L2O_PSD_POLICY`` overrides it; see
+                :func:`l2o.learned.pretrained_file`).
+
+        Raises:
+            l2o.gps.PolicyFileError: no such file, or not a readable policy file.
+        """
+        from l2o.gps import load_policy
+        from l2o.learned import pretrained_file
+
+        policy, features, _ = load_policy(pretrained_file("psd", path))
+        return cls(params, policy, features)
 
     def add_param_group(self, param_group: dict) -> None:
         role = param_group.get("role")
@@ -430,16 +583,17 @@ class PredictedStepDescent(torch.optim.Optimizer):
             raise ValueError(f"Invalid role {role!r}: the policy knows {self.policy.config.groups}")
         super().add_param_group(param_group)
         self._assign_roles()
+        if hasattr(self, "skipped_steps"):  # a group added after construction
+            self._warn_role_guesses()
 
     def _assign_roles(self) -> None:
         """Fill ``group["param_roles"]`` for every param group (see the class docstring)."""
-        auto = [p for g in self.param_groups if g.get("role") is None for p in g["params"]]
-        weights = [p for p in auto if p.ndim >= 2]
-        biases = [p for p in auto if p.ndim < 2]
-        roles = {}
-        for kind, members in (("weight", weights), ("bias", biases)):
-            for k, p in enumerate(members):
-                roles[id(p)] = f"{'output' if k == len(members) - 1 else 'hidden'}_{kind}"
+        auto, labels = [], []
+        for g in self.param_groups:
+            if g.get("role") is None:
+                auto += g["params"]
+                labels += g.get("param_names") or [None] * len(g["params"])
+        roles, guesses = _guess_roles(auto, labels)
         known = self.policy.config.groups
         for g in self.param_groups:
             if g.get("role") is not None:
@@ -450,14 +604,59 @@ class PredictedStepDescent(torch.optim.Optimizer):
                 if r not in known:
                     raise ValueError(f"automatic role {r!r} is not a group of the policy "
                                      f"{known}; give param groups an explicit 'role'")
+        self._role_guesses = guesses
+
+    def _warn_role_guesses(self) -> None:
+        if self._role_guesses and not self._warned_roles:
+            self._warned_roles = True
+            logger.warning("PredictedStepDescent guessed parameter roles: %s. Give these "
+                           "tensors a param group with an explicit 'role' to choose otherwise.",
+                           "; ".join(self._role_guesses))
 
     def roles(self) -> list[tuple[torch.Tensor, str]]:
         """``(parameter, role)`` for every parameter, in order."""
         return [(p, r) for g in self.param_groups for p, r in zip(g["params"], g["param_roles"])]
 
+    def state_dict(self) -> dict:
+        """As ``torch.optim.Optimizer.state_dict``, with each feature tracker as tensors."""
+        sd = super().state_dict()
+        packed = {}
+        for key, st in sd["state"].items():
+            st = dict(st)  # the base class shares the live dicts
+            if isinstance(st.get("tracker"), ObservationTracker):
+                st["tracker"] = st["tracker"].state_dict()
+            packed[key] = st
+        sd["state"] = packed
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """As ``torch.optim.Optimizer.load_state_dict``; the LSTM memory stays in the
+        policy's dtype (the base class would cast it to each parameter's)."""
+        super().load_state_dict(state_dict)
+        ref = self.policy._ref
+        for p, st in self.state.items():
+            for key in ("h", "c"):
+                if isinstance(st.get(key), torch.Tensor):
+                    st[key] = st[key].to(dtype=ref.dtype, device=ref.device)
+            tracker = st.get("tracker")
+            if isinstance(tracker, dict):
+                st["tracker"] = ObservationTracker(1, p.numel(), self.feature_config,
+                                                   dtype=p.dtype, device=p.device)
+                st["tracker"].load_state_dict(tracker)
+
     def reset_state(self) -> None:
         """Forget observations and LSTM memory (the next step is ``t = 0``)."""
         self.state.clear()
+
+    def _skip_step(self, f_hat: torch.Tensor) -> None:
+        """Count a step skipped for a non-finite loss or gradient; warn the first time."""
+        self.skipped_steps += 1
+        if not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            logger.warning("PredictedStepDescent: skipped a step with a non-finite %s; parameters, "
+                           "LSTM memory and features are unchanged (warned once; "
+                           "optimizer.skipped_steps counts them)",
+                           "gradient" if bool(torch.isfinite(f_hat).all()) else "loss")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
@@ -468,7 +667,8 @@ class PredictedStepDescent(torch.optim.Optimizer):
                 calls ``backward()`` and returns the loss (required).
 
         Returns:
-            The loss returned by the closure.
+            The loss returned by the closure.  If it or any gradient is not finite the
+            step is skipped: nothing changes but :attr:`skipped_steps`.
         """
         if closure is None:
             raise ValueError(
@@ -497,6 +697,9 @@ class PredictedStepDescent(torch.optim.Optimizer):
                 raise RuntimeError("PredictedStepDescent does not support sparse gradients")
             entries.append((gid_of[role], p))
         if not entries:
+            return loss
+        if not _all_finite(f_hat, [p.grad for _, p in entries]):
+            self._skip_step(f_hat)
             return loss
         # sorted by group, the coordinates of a group are one block for policy.step
         entries.sort(key=lambda e: e[0])

@@ -327,8 +327,9 @@ def test_psd_respects_roles_and_explicit_roles():
               {"params": [last_bias], "role": "hidden_bias"}]
     opt = PredictedStepDescent(groups, pol)
     roles = [r for _, r in opt.roles()]
-    # among the automatic ones, model[2].bias is now the last bias
-    assert roles == ["hidden_weight", "hidden_bias", "hidden_weight", "output_bias",
+    # among the automatic ones the head has no bias now: model[2].bias stays a hidden
+    # bias (issue 15: it used to become the output bias)
+    assert roles == ["hidden_weight", "hidden_bias", "hidden_weight", "hidden_bias",
                      "output_weight", "hidden_bias"]
     before = last_bias.detach().clone()
     opt.step(closure_for(model, opt, xb, yb))
