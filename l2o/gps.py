@@ -1237,10 +1237,13 @@ def load_policy(path: str | Path) -> tuple[LSTMPolicy, FeatureConfig, dict]:
 
 
 # --------------------------------------------------------------------------------- CLI
-def _provenance(args, wall: float, problem: MLPProblem, extra: dict) -> dict:
-    import platform
+def _git_state() -> dict:
+    """The checkout's commit and whether tracked files differ from it, taken once at start.
+
+    Untracked files (logs, other runs' outputs) are counted apart: they cannot change
+    the code a run executes.
+    """
     import subprocess
-    import sys
 
     def git(*a):
         try:
@@ -1249,8 +1252,18 @@ def _provenance(args, wall: float, problem: MLPProblem, extra: dict) -> dict:
         except Exception:  # noqa: BLE001 - provenance is best effort outside a checkout
             return ""
 
+    return {"git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "untracked_files": len(git("ls-files", "--others", "--exclude-standard").split())}
+
+
+def _provenance(args, wall: float, problem: MLPProblem, extra: dict,
+                git_state: dict | None = None) -> dict:
+    import platform
+    import sys
+
     return {"command": " ".join(["python -m l2o.gps", *sys.argv[1:]]),
-            "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
+            **(git_state if git_state is not None else _git_state()),
             "problem": repr(problem), "wall_time_s": wall,
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "torch": torch.__version__, "threads": torch.get_num_threads()},
@@ -1359,7 +1372,10 @@ def main(argv=None) -> int:
             return 1
         log.info("resumed at GPS iteration %d", gps.iteration)
     t0 = time.perf_counter()
+    git_state = _git_state()   # the tree this session's part of the run executes
+    started = gps.iteration
     progress = not (a.no_progress or os.environ.get("L2O_NO_PROGRESS"))
+
     def after_iteration(d):
         log.info("iteration %d: ψ %.2f, ψ-mean %.2f, π %.2f (%.0f s)", d["iteration"],
                  d["psi_cost"], d["psi_mean_cost"], d["pi_cost"], d["wall"])
@@ -1374,9 +1390,21 @@ def main(argv=None) -> int:
     save_policy(out / name, gps.policy, gps.fcfg,
                 {"iterations": gps.iteration, "teacher": teacher, "config": dataclasses.asdict(cfg)})
     _write_history(out, gps)
-    (out / "provenance.json").write_text(json.dumps(_provenance(
-        a, wall, problem, {"config": dataclasses.asdict(cfg), "teacher": teacher,
-                           "policy_file": name}), indent=1, default=str))
+    prov = _provenance(a, wall, problem, {"config": dataclasses.asdict(cfg), "teacher": teacher,
+                                          "policy_file": name}, git_state)
+    # a run resumed across sessions lists every session's part, each with its own tree
+    segments = []
+    if a.resume and (out / "provenance.json").exists():
+        try:
+            old = json.loads((out / "provenance.json").read_text())
+            segments = old.get("segments") or [{k: old.get(k) for k in (
+                "git_commit", "git_dirty", "wall_time_s", "date", "command")}]
+        except (ValueError, OSError):
+            segments = []
+    segments.append({**git_state, "wall_time_s": wall, "date": prov["date"],
+                     "command": prov["command"], "iterations": [started, gps.iteration]})
+    prov["segments"] = segments
+    (out / "provenance.json").write_text(json.dumps(prov, indent=1, default=str))
     print(f"wrote {out / name} after {gps.iteration} GPS iterations ({wall:.0f} s this session)")
     return 0
 
