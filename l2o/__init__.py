@@ -10,6 +10,7 @@ One flat module per concept of the paper:
 - :mod:`l2o.lqg`       LQG under a KL constraint (the psi update)
 - :mod:`l2o.dynamics`  fitted linear-Gaussian dynamics and priors
 - :mod:`l2o.gps`       convolutional GPS with Bregman ADMM; policy files
+- :mod:`l2o.gps_study` GPS arms scored on validation seeds; choosing the shipped π
 - :mod:`l2o.l2l`       the L2L baseline
 - :mod:`l2o.learned`   the learned optimizers as experiment runs; the shipped files
 - :mod:`l2o.cli`       argument checks shared by the commands; the ``l2o`` script
