@@ -231,6 +231,8 @@ def main(argv=None) -> int:
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                 capture_output=True, text=True).stdout.strip())
     table = {}
+    if (out / "arms.json").exists():   # arms scored by an earlier invocation stay listed
+        table = json.loads((out / "arms.json").read_text()).get("arms", {})
     for name in names:
         scores = run_arm(ARMS[name], problem, out / name, a.iterations, base)
         table[name] = {"description": ARMS[name].description, **summarise(scores)}
