@@ -826,7 +826,7 @@ class ConvolutionalGPS:
         """Trust-region size from predicted vs. actual improvement of the last ψ-step."""
         if self.cfg.step_rule == "model":
             for gv, m in zip(self.groups, models):
-                if gv.prev:
+                if gv.prev and "dyn" in gv.prev:
                     gv.step_mult = self._step_adjust(gv, m.dyn, m.cost)
             return {}
         return self._reference_step_adjust(samples, models, psi_cost)
@@ -849,7 +849,7 @@ class ConvolutionalGPS:
         predicted, kl_old_mc, kl_new_mc = 0.0, 0.0, 0.0
         for gid, (gv, m, gs) in enumerate(zip(self.groups, models, samples.groups)):
             p = gv.prev
-            if not p:
+            if not p or "dyn" not in p:
                 return {}
             size = self.problem.groups[gid].size
             nu = gv.nu
@@ -960,13 +960,28 @@ class ConvolutionalGPS:
         self.init_info = sd.get("init_info")
 
     def _save(self):
+        """``checkpoint.pt`` (a few MB: small enough to commit) and ``models.pt``.
+
+        The last iteration's fitted dynamics and costs, which only the next step adjust
+        reads, are ~50 MB per group at the paper's scale; they go to ``models.pt``. A run
+        resumed without that file (e.g. in a fresh clone) skips one step adjust.
+        """
         if self.ckpt_dir is None:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_dir / "checkpoint.pt.part"
+        sd = self.state_dict()
+        models = []
+        for g in sd["groups"]:
+            prev = dict(g["prev"] or {})
+            models.append({k: prev.pop(k) for k in _LARGE_PREV if k in prev})
+            g["prev"] = prev
         # tensors and plain values only, so that reading it back runs no code
-        torch.save({"format": CHECKPOINT_FORMAT, **to_safe(self.state_dict())}, tmp)
-        os.replace(tmp, self.ckpt_dir / "checkpoint.pt")  # atomic: an interruption loses nothing
+        for name, obj in (("models.pt", {"format": CHECKPOINT_FORMAT,
+                                         "iteration": self.iteration, "groups": models}),
+                          ("checkpoint.pt", {"format": CHECKPOINT_FORMAT, **sd})):
+            tmp = self.ckpt_dir / (name + ".part")
+            torch.save(to_safe(obj), tmp)
+            os.replace(tmp, self.ckpt_dir / name)  # atomic: an interruption loses nothing
 
     def resume(self) -> bool:
         """Load ``checkpoint_dir/checkpoint.pt`` if present; returns whether it did.
@@ -995,8 +1010,36 @@ class ConvolutionalGPS:
                              "Delete it to start afresh.")
         sd = from_safe(sd)
         sd.pop("format", None)
+        models = self._read_models(sd["iteration"])
+        for g, m in zip(sd["groups"], models or []):
+            if g.get("prev"):
+                g["prev"] = {**g["prev"], **m}
+        if models is None and any(g.get("prev") and "dyn" not in g["prev"]
+                                  for g in sd["groups"]):
+            log.warning("%s: the last iteration's fitted models (models.pt) are missing; "
+                        "the next step adjust is skipped", self.ckpt_dir)
+            for g in sd["groups"]:
+                g["prev"] = {}
         self.load_state_dict(sd)
         return True
+
+    def _read_models(self, iteration: int):
+        path = self.ckpt_dir / "models.pt"
+        if not path.exists():
+            return None
+        try:
+            blob = from_safe(safe_load(path))
+        except Exception as e:  # noqa: BLE001 - an unreadable cache is only a lost step adjust
+            log.warning("cannot read %s (%s); the next step adjust is skipped", path, e)
+            return None
+        if not isinstance(blob, dict) or blob.get("iteration") != iteration:
+            log.warning("%s is from another iteration; the next step adjust is skipped", path)
+            return None
+        return blob["groups"]
+
+
+#: The parts of a group's ``prev`` that are large (saved to ``models.pt``).
+_LARGE_PREV = ("dyn", "cost")
 
 
 def _lqg_cost(dyn, cost, psi) -> float:

@@ -301,3 +301,22 @@ def test_pooled_cost_fit_predicts_held_out_gradients():
     gs = gps.GroupSamples(X[:N], None, None, G[:N])
     c = gps.fit_cost(gs, dataclasses.replace(CFG, horizon=T), FeatureConfig(n_grad_terms=25))
     assert r2(c) == pytest.approx(r2(pooled))
+
+
+# ------------------------------------------------------------- resuming in a fresh clone
+def test_resume_without_the_fitted_models_skips_one_step_adjust(tmp_path, caplog):
+    full = make(tmp_path=tmp_path / "a")
+    full.run(num_iterations=2)
+    ckpt, models = tmp_path / "a" / "checkpoint.pt", tmp_path / "a" / "models.pt"
+    assert ckpt.exists() and models.exists()
+    assert ckpt.stat().st_size < models.stat().st_size   # the large part is apart
+    models.unlink()
+    resumed = make(tmp_path=tmp_path / "a")
+    with caplog.at_level("WARNING"):
+        assert resumed.resume()
+    assert "step adjust is skipped" in caplog.text
+    before = [gv.step_mult for gv in resumed.groups]
+    d = resumed.iterate()
+    assert "step_adjust" not in d or not d["step_adjust"]
+    assert [gd["step_mult"] for gd in d["groups"].values()] == before or any(
+        gd["rejected"] for gd in d["groups"].values())
