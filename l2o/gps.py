@@ -63,7 +63,7 @@ class GPSConfig:
     cost_subset: int = 10_000         # training examples used for the true cost during GPS (0 = all)
     kl_step: float = 0.2              # ε = kl_step · step_mult · T
     min_step_mult: float = 0.01
-    max_step_mult: float = 10.0
+    max_step_mult: float = 2.0         # GPS: 10; see chapter 6 (multipliers ≥ 4 blew up ψ)
     init_eta: float = 1.0
     init_nu: float = 0.1              # initial ν_t, in the units of nu_units
     nu_units: str = "eta"             # "eta": init_nu × the η an uncoupled ψ-step needs

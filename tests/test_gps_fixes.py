@@ -150,7 +150,7 @@ def test_psi_never_feeds_back_on_x_when_observed_only():
 def prepared_step_adjust(monkeypatch, predicted_old, predicted_new, kl_terms=(0.0, 0.0),
                          kl_reached=None):
     """A GPS whose one group has a previous ψ-step; the model evaluations are stubbed."""
-    g = make()
+    g = make(dataclasses.replace(CFG, max_step_mult=10.0))
     g.initialize()
     T = CFG.horizon
     gv = g.groups[0]
