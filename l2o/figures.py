@@ -93,13 +93,14 @@ def learned_results(name: str, dataset: str, setting: dict, seeds: Sequence[int]
 #: of ``workers`` processes, or the scheduler at ``scheduler``).
 EXECUTORS = ("local", "dask")
 
-#: Cost model of one task in seconds of one core, for the progress bar's ETA only:
-#: per step and trajectory, ``a + b · M · dim`` (the true objective on the ``M``
-#: training examples at every iterate, and the minibatch gradient) plus ``c · dim``
-#: for the learned optimizers' own step.  Fitted to per-step times measured with
-#: ``python -m l2o.figures --all --estimate`` on the project's 2-core machine (tqdm's
-#: rate rescales the ETA to any other machine).
-COST_MODEL = {"a": 1.5e-3, "b": 2.7e-11, "psd": 1.8e-6, "l2l": 3.5e-7}
+#: Cost model of one task in seconds of one core, for the progress bar's weights: per
+#: step and trajectory, ``a + b · M · dim`` (the true objective on the ``M`` training
+#: examples at every iterate, and the minibatch gradient) plus ``c · dim`` for the
+#: learned optimizers' own step (``c`` = ``psd`` or ``l2l``).  Least-squares fit to the
+#: per-step times that ``python -m l2o.figures --all --estimate`` measured for every
+#: kind of run on the project's 2-core machine (tqdm's rate rescales the ETA to any
+#: other machine).
+COST_MODEL = {"a": 7.1e-4, "b": 3.9e-11, "psd": 2.0e-6, "l2l": 4.6e-7}
 
 
 @dataclasses.dataclass
@@ -303,6 +304,91 @@ def run_tasks(tasks: Sequence[GridTask], executor: str = "local", workers: int =
         raise RuntimeError(f"{len(failures)} of {len(tasks)} tasks failed:\n{lines}")
 
 
+def _shortened(task: GridTask, horizon: int) -> tuple:
+    """``task``'s arguments with the horizon cut to ``horizon`` (one seed for baselines)."""
+    if task.kind == "baseline":
+        specs, data_dir = task.args
+        return ([dataclasses.replace(specs[0], horizon=horizon)], data_dir)
+    name, d, setting, seeds, *rest = task.args
+    return (name, d, dict(setting, horizon=horizon), seeds, *rest)
+
+
+def measure_tasks(tasks: Sequence[GridTask], steps: tuple[int, int] = (3, 11),
+                  progress: bool = True) -> list[float]:
+    """Seconds of one core each task takes, from two short runs of each kind of task.
+
+    Every task kind (optimizer, dataset, net, minibatch size; for PSD and L2L also the
+    number of seeds) is run here, in this process, for ``steps[0]`` and ``steps[1]``
+    steps; the difference gives the seconds per step, the shorter run the set-up.
+    Seeds of a baseline share one measurement.  CPU time of this process is measured,
+    so other load on the machine inflates the numbers little.  Caveats: a step of CG
+    or L-BFGS costs what its line search needs, which varies along a run; diverged
+    runs stop early (both make this an upper estimate rather than a prediction).
+    """
+    import time
+
+    from tqdm import tqdm
+
+    k1, k2 = steps
+    per_kind: dict[tuple, tuple[float, float]] = {}
+
+    def kind_of(t: GridTask):
+        if t.kind == "baseline":
+            s = t.args[0][0]
+            return ("baseline", s.dataset, s.n_in, s.n_hidden, s.batch_size, s.optimizer)
+        name, d, setting, seeds = t.args[:4]
+        return (name, d, setting["n_in"], setting["n_hidden"], setting["batch_size"], len(seeds))
+
+    kinds = {kind_of(t): t for t in tasks}
+    for key, t in tqdm(kinds.items(), desc="measuring", disable=not progress):
+        times = []
+        for k in (k1, k2):
+            args = _shortened(t, k)
+            start = time.process_time()
+            t.fn(*args)
+            times.append(time.process_time() - start)
+        per_step = max(times[1] - times[0], 0.0) / (k2 - k1)
+        per_kind[key] = (max(times[0] - k1 * per_step, 0.0), per_step)
+    out = []
+    for t in tasks:
+        setup, per_step = per_kind[kind_of(t)]
+        if t.kind == "baseline":
+            n, horizon = len(t.args[0]), t.args[0][0].horizon
+            out.append(n * (setup + per_step * horizon))
+        else:
+            out.append(setup + per_step * t.args[2]["horizon"])
+    return out
+
+
+def makespan(seconds: Sequence[float], workers: int) -> float:
+    """Wall time of ``seconds``-long tasks on ``workers`` cores, longest task first."""
+    loads = [0.0] * max(1, workers)
+    for s in sorted(seconds, reverse=True):
+        loads[loads.index(min(loads))] += s
+    return max(loads)
+
+
+def estimate_grid(seeds: Sequence[int] = experiments.EVAL_SEEDS, workers: int = 2,
+                  steps: tuple[int, int] = (3, 11), progress: bool = True,
+                  panels: Sequence | None = None) -> dict:
+    """Estimate of ``--all`` from empty caches, from measured per-step times.
+
+    Returns ``{"tasks", "seconds" (per task), "core_seconds", "by_kind", "wall_seconds"
+    (on ``workers`` cores, :func:`makespan`), "model_seconds"}``; nothing is written
+    to the caches.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks = grid_tasks(all_panels() if panels is None else panels, seeds,
+                           Path(tmp) / "grid", Path(tmp) / "learned")
+        seconds = measure_tasks(tasks, steps, progress)
+    by_kind: dict[str, float] = {}
+    for t, sec in zip(tasks, seconds):
+        by_kind[t.kind] = by_kind.get(t.kind, 0.0) + sec
+    return {"tasks": tasks, "seconds": seconds, "core_seconds": sum(seconds),
+            "by_kind": by_kind, "wall_seconds": makespan(seconds, workers),
+            "model_seconds": sum(t.cost() for t in tasks)}
+
+
 def figure_results(figure: int, seeds: Sequence[int] = experiments.EVAL_SEEDS,
                    datasets: Sequence[str] = experiments.FIGURE_DATASETS,
                    horizon: int | None = None, results_dir=experiments.GRID_DIR,
@@ -364,11 +450,23 @@ def main(argv=None) -> int:
     ap.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="Dask scheduler to use, e.g. tcp://10.0.0.5:8786 (default: a "
                          "LocalCluster of --workers processes)")
+    ap.add_argument("--estimate", action="store_true",
+                    help="with --all: estimate the time of the whole grid from empty caches "
+                         "by timing a few steps of every kind of run; runs nothing else")
     a = ap.parse_args(argv)
     if a.scheduler is not None and a.executor != "dask":
         ap.error("--scheduler needs --executor dask")
+    if a.estimate and not a.all:
+        ap.error("--estimate needs --all")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
+    if a.estimate:
+        est = estimate_grid(a.seeds, a.workers)
+        kinds = ", ".join(f"{k} {v / 60:.0f} min" for k, v in sorted(est["by_kind"].items()))
+        print(f"{len(est['tasks'])} tasks, {est['core_seconds'] / 60:.0f} core-minutes "
+              f"({kinds}); on {a.workers} workers about {est['wall_seconds'] / 60:.0f} min "
+              f"(the progress bar's model says {est['model_seconds'] / 60:.0f} core-minutes)")
+        return 0
     if a.all:
         run_all(a.seeds, a.workers, executor=a.executor, scheduler=a.scheduler)
         return 0

@@ -5,8 +5,10 @@ minibatch of 64 (softmax cross-entropy); a step is ``opt.step(closure)`` with th
 closure doing forward and backward, so the ratios include the model's own cost, as a
 user sees them.  The optimizers are timed in turns (interleaved repeats, the order
 rotated every repeat) and the median per-step time of each is compared, so that load
-from other processes on the machine affects every side alike.  Every repeat restarts
-from the same weights with fresh optimizer state.
+from other processes on the machine affects every side alike; the clock is this
+process's CPU time, which time-slicing with other processes does not inflate.  Every
+repeat restarts from the same weights with fresh optimizer state.  ``floor`` times the
+matrix products of PSD's LSTM alone, the part no implementation in float32 avoids.
 
 Peak memory is measured in a child process per optimizer on a net of about 10⁶
 parameters: the peak resident set size after a few optimizer steps minus the peak after
@@ -95,12 +97,49 @@ class Runner:
         return (time.process_time() - t0) / steps
 
 
+class GemmFloor:
+    """The matrix products of PSD's LSTM alone: ``[h | Ψ] (k, 131) @ (131, 512)`` per tensor.
+
+    134 kFLOP per coordinate and step, in the row chunks of the fused step; the rest of
+    a step (gates, cell, features, the model's forward and backward) comes on top, so
+    ``floor / adam`` bounds what the PSD/Adam ratio can reach on this machine.
+    """
+
+    name = "floor"
+
+    def __init__(self, n_in: int, n_hidden: int, hidden: int = 128):
+        from l2o.policy import chunk_rows
+
+        sizes = [n_in * n_hidden, n_hidden, n_hidden * 10, 10]
+        self.chunks = [min(chunk_rows(4 * hidden, k), k) for k in sizes]
+        self.sizes = sizes
+        rows = max(self.chunks)
+        self.x = torch.randn(rows, hidden + 3)
+        self.w = torch.randn(hidden + 3, 4 * hidden) * 0.1
+        self.b = torch.randn(4 * hidden)
+        self.out = torch.empty(rows, 4 * hidden)
+
+    def _step(self):
+        for k, chunk in zip(self.sizes, self.chunks):
+            for r0 in range(0, k, chunk):
+                n = min(chunk, k - r0)
+                torch.addmm(self.b, self.x[:n], self.w, out=self.out[:n])
+
+    def time_steps(self, steps: int, warmup: int = 1) -> float:
+        for _ in range(warmup):
+            self._step()
+        t0 = time.process_time()
+        for _ in range(steps):
+            self._step()
+        return (time.process_time() - t0) / steps
+
+
 def time_net(n_in: int, n_hidden: int, names, repeats: int, steps: int) -> dict[str, float]:
-    """Median seconds per step of each optimizer, interleaved repeats."""
-    runners = [Runner(n, n_in, n_hidden) for n in names]
+    """Median seconds per step of each optimizer (and of the floor), interleaved repeats."""
+    runners = [Runner(n, n_in, n_hidden) for n in names] + [GemmFloor(n_in, n_hidden)]
     for r in runners:  # warm every code path once
         r.time_steps(1)
-    times = {n: [] for n in names}
+    times = {r.name: [] for r in runners}
     for rep in range(repeats):
         k = rep % len(runners)
         for r in runners[k:] + runners[:k]:
@@ -166,7 +205,8 @@ def main():
     print(f"torch {torch.__version__}, {a.threads} thread(s), median of {a.repeats} "
           f"interleaved repeats of {a.steps} steps (forward + backward + step)")
     print(f"{'net':<14}{'params':>10}" + "".join(f"{n + ' ms':>11}" for n in names)
-          + "".join(f"{n + '/adam':>11}" for n in a.optimizers) + "   target")
+          + "".join(f"{n + '/adam':>11}" for n in a.optimizers)
+          + f"{'floor/adam':>12}   target")
     nets = [(label, *shape, a.repeats, a.steps) for label, shape in NETS.items()]
     if a.large_repeats > 0:
         nets.append(("1000-1000-10", *LARGE, a.large_repeats, 1))
@@ -176,7 +216,9 @@ def main():
         print(f"{label:<14}{n_params(n_in, n_hidden):>10}"
               + "".join(f"{1e3 * t[n]:>11.3f}" for n in names)
               + "".join(f"{t[n] / t['adam']:>10.1f}x" for n in a.optimizers)
-              + f"   {target}", flush=True)
+              + f"{t['floor'] / t['adam']:>11.1f}x   {target}", flush=True)
+    print("floor: PSD's LSTM matrix products alone (134 kFLOP per coordinate), "
+          "the lower bound of psd/adam here")
     if not a.no_memory:
         print(f"peak memory beyond the model on {LARGE[0]}-{LARGE[1]}-10 "
               f"({n_params(*LARGE):,} parameters), bytes per parameter "
