@@ -108,10 +108,12 @@ class GemmFloor:
     name = "floor"
 
     def __init__(self, n_in: int, n_hidden: int, hidden: int = 128):
-        from l2o.policy import chunk_rows
+        from l2o import policy
 
+        # the fused step's row chunks (1,024 rows at 128 cells; also for older code)
+        rows = getattr(policy, "STEP_CHUNK_ELEMENTS", 2**19) // (4 * hidden)
         sizes = [n_in * n_hidden, n_hidden, n_hidden * 10, 10]
-        self.chunks = [min(chunk_rows(4 * hidden, k), k) for k in sizes]
+        self.chunks = [max(1, min(rows, k)) for k in sizes]
         self.sizes = sizes
         rows = max(self.chunks)
         self.x = torch.randn(rows, hidden + 3)
