@@ -255,3 +255,9 @@ def test_default_dask_executor_starts_and_stops_a_local_cluster():
     with pytest.raises(ValueError, match="executor"):
         with figures.grid_executor("ray"):
             pass
+
+
+def test_makespan_schedules_longest_first():
+    assert figures.makespan([3, 3, 2, 2, 2], 2) == 7   # greedy: 3+2+2 | 3+2 (not optimal 6)
+    assert figures.makespan([5, 1, 1], 1) == 7
+    assert figures.makespan([4, 4, 4], 8) == 4
