@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -99,6 +100,7 @@ __all__ = [
     "result_path",
     "pending_specs",
     "run_grid",
+    "compute_specs",
     "load_results",
     "summary_table",
     "format_summary",
@@ -608,6 +610,17 @@ def _provenance(command: str | None, started: float, wall: float, threads: int,
 _WORKER: dict[str, Any] = {}
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with one torch thread, then restore the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _init_worker(problem=None) -> None:
     """Pool initializer: one thread per worker (float results depend on it)."""
     torch.set_num_threads(1)
@@ -1045,16 +1058,29 @@ def _problem_for(spec: ExperimentSpec, data_dir):
                            spec.dtype, None if data_dir is None else str(data_dir))
 
 
-def _run_specs(specs: list[ExperimentSpec], results_dir: str, data_dir) -> int:
-    """Run specs that differ only in their seed, save each result; returns the count."""
+def compute_specs(specs: list[ExperimentSpec], data_dir=None) -> list[RunResult]:
+    """Run specs that differ only in their seed; the results, not saved.
+
+    Runs with one torch thread (:func:`one_thread`: float results depend on the
+    thread count), so the results are those :func:`run_grid` stores wherever this runs
+    (this process, a pool process, a Dask worker).
+    """
     first = specs[0]
     problem = _problem_for(first, data_dir)
     batched = len(specs) > 1
-    runs = train_many(problem, first.optimizer, first.horizon, [s.seed for s in specs],
-                      hparams=first.resolved_hparams(), batched=batched,
-                      eval_every=first.eval_every, divergence_factor=first.divergence_factor)
+    with one_thread():
+        runs = train_many(problem, first.optimizer, first.horizon, [s.seed for s in specs],
+                          hparams=first.resolved_hparams(), batched=batched,
+                          eval_every=first.eval_every,
+                          divergence_factor=first.divergence_factor)
     for spec, run in zip(specs, runs):
         run.config = spec.config()
+    return runs
+
+
+def _run_specs(specs: list[ExperimentSpec], results_dir: str, data_dir) -> int:
+    """Run specs that differ only in their seed, save each result; returns the count."""
+    for spec, run in zip(specs, compute_specs(specs, data_dir)):
         run.save(result_path(spec, results_dir))
     return len(specs)
 

@@ -181,8 +181,10 @@ def _check_inputs(x, f_hat, grad, n: int, dim: int):
 class ObservationTracker:
     """Ψ for ``N`` trajectories of ``D`` coordinates, keeping only the last steps.
 
-    Memory: five ``(N, D)`` tensors and two ``(N,)`` ones.  This is what the learned
-    optimizer carries at test time (:class:`~l2o.policy.PredictedStepDescent`).
+    Memory: six ``(N, D)`` tensors (eight with ``grad_scale = "rms"``), allocated at the
+    first update and overwritten in place afterwards, and two ``(N,)`` ones.  This is
+    what the learned optimizer carries at test time
+    (:class:`~l2o.policy.PredictedStepDescent`).
 
     Args:
         n: trajectories ``N``.
@@ -212,6 +214,7 @@ class ObservationTracker:
         self._f_prev = None       # f̂(t−1)
         self._sq = None           # running mean of ∇f̂², not bias-corrected ("rms")
         self._rms = None          # r(t), the bias-corrected RMS plus ε ("rms")
+        self._work = None         # scratch for a quotient's denominator
 
     @property
     def t(self) -> int:
@@ -239,10 +242,21 @@ class ObservationTracker:
                 v = v.to(dtype=self.dtype or v.dtype, device=self.device or v.device)
             setattr(self, k, v)
 
+    def _allocate(self) -> None:
+        def new():
+            return torch.empty((self.n, self.dim), dtype=self.dtype, device=self.device)
+
+        self._x_prev, self._step, self._prev_step = new(), new(), new()
+        self._g, self._g_prev_abs, self._work = new(), new(), new()
+        if self.config.grad_scale == "rms":
+            self._sq, self._rms = new(), new()
+
     def update(self, x: torch.Tensor, f_hat: torch.Tensor, grad: torch.Tensor) -> None:
         """Append step ``t``: iterate ``x (N, D)``, ``f̂ (N,)``, gradient ``∇f̂ (N, D)``.
 
-        The inputs are copied, so the caller may change them in place afterwards.
+        The inputs are copied, so the caller may change them in place afterwards.  The
+        history lives in buffers that are overwritten in place (no allocation after the
+        first update).
         """
         _check_inputs(x, f_hat, grad, self.n, self.dim)
         if self.dtype is None:
@@ -255,46 +269,74 @@ class ObservationTracker:
         f = f_hat.detach().to(dtype=dtype, device=device)
         t = self._t + 1
         if t == 0:
-            step = torch.zeros_like(x)
-            prev_step = torch.zeros_like(x)
-            g_prev_abs = g.abs()            # max(t−1, 0) = 0 = t
-        else:
-            step = (x - self._x_prev).abs()
+            self._allocate()
+            self._step.zero_()
+            self._prev_step.zero_()
+            torch.abs(g, out=self._g_prev_abs)      # max(t−1, 0) = 0 = t
+        elif t == 1:
             # |x(max(t−1,1)) − x(max(t−2,0))| is |x(1) − x(0)| at t = 1 and t = 2,
             # and the previous step |x(t−1) − x(t−2)| from then on.
-            prev_step = step if t == 1 else self._step
-            g_prev_abs = self._g.abs()
+            torch.sub(x, self._x_prev, out=self._step).abs_()
+            self._prev_step.copy_(self._step)
+            torch.abs(self._g, out=self._g_prev_abs)
+        else:
+            # the new step goes into the buffer of the step before last, no longer needed
+            torch.sub(x, self._x_prev, out=self._prev_step).abs_()
+            self._step, self._prev_step = self._prev_step, self._step
+            torch.abs(self._g, out=self._g_prev_abs)
         if self.config.grad_scale == "rms":
             beta = self.config.rms_decay
-            sq = (1.0 - beta) * g * g
-            self._sq = sq if t == 0 else self._sq.mul(beta).add_(sq)
-            self._rms = (self._sq / (1.0 - beta ** (t + 1))).sqrt_().add_(self.config.rms_eps)
+            # v(t) = β v(t−1) + (1 − β) g², in the order ((1 − β) g) g of the formula
+            sq = torch.mul(g, 1.0 - beta, out=self._work).mul_(g)
+            if t == 0:
+                self._sq.copy_(sq)
+            else:
+                self._sq.mul_(beta).add_(sq)
+            torch.div(self._sq, 1.0 - beta ** (t + 1), out=self._rms).sqrt_()
+            self._rms.add_(self.config.rms_eps)
         self._f_prev = self._f
-        self._x_prev = x.clone()
-        self._step, self._prev_step = step, prev_step
-        self._g, self._g_prev_abs = g.clone(), g_prev_abs
+        self._x_prev.copy_(x)
+        self._g.copy_(g)
         self._f = f.clone()
         self._t = t
 
     def grad_rms(self) -> torch.Tensor:
-        """``r(t) = sqrt(v(t) / (1 − β^(t+1))) + ε``, ``(N, D)`` (``grad_scale = "rms"`` only)."""
-        if self._rms is None:
+        """``r(t) = sqrt(v(t) / (1 − β^(t+1))) + ε``, ``(N, D)`` (``grad_scale = "rms"`` only).
+
+        A view of the tracker's buffer: the next :meth:`update` overwrites it.
+        """
+        if self._rms is None or self._t < 0:
             raise RuntimeError("grad_rms() needs grad_scale='rms' and at least one update()")
         return self._rms
 
-    def observation(self) -> torch.Tensor:
-        """Ψ at the last step: ``(N, D, 3)``, the objective feature replicated over ``D``."""
+    def observation(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Ψ at the last step: ``(N, D, 3)``, the objective feature replicated over ``D``.
+
+        Args:
+            out: optional ``(N, D, 3)`` tensor of the tracker's dtype to write into
+                (default: a new tensor).
+        """
         if self._t < 0:
             raise RuntimeError("observation() before the first update()")
         cfg = self.config
-        out = self._g.new_zeros(self.n, self.dim, 3)
+        shape = (self.n, self.dim, 3)
+        if out is None:
+            out = self._g.new_empty(shape)
+        elif out.shape != shape or out.dtype != self._g.dtype or out.device != self._g.device:
+            raise ValueError(f"out must be a {shape} {self._g.dtype} tensor on {self._g.device}")
+        den = self._work
         if self._t >= 1:  # the objective and iterate terms reference t−1
             out[..., 0] = ((self._f - self._f_prev) / self._f_prev)[:, None]
-            out[..., 2] = self._prev_step / (self._step + cfg.iterate_offset)
-        if cfg.grad_scale == "rms":
-            out[..., 1] = self._g / self.grad_rms()
+            torch.add(self._step, cfg.iterate_offset, out=den)
+            torch.div(self._prev_step, den, out=out[..., 2])
         else:
-            out[..., 1] = self._g / (self._g_prev_abs + cfg.grad_offset)
+            out[..., 0] = 0.0
+            out[..., 2] = 0.0
+        if cfg.grad_scale == "rms":
+            torch.div(self._g, self._rms, out=out[..., 1])
+        else:
+            torch.add(self._g_prev_abs, cfg.grad_offset, out=den)
+            torch.div(self._g, den, out=out[..., 1])
         return out
 
 

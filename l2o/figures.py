@@ -13,11 +13,16 @@ so a new meta-training run never reuses stale curves.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
+import multiprocessing
+import tempfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,78 +44,396 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
+def _learned_paths(name: str, dataset: str, setting: dict, seeds: Sequence[int],
+                   policy_file: Path, cache_dir: Path) -> dict[int, Path]:
+    key = (f"{dataset}_{setting['n_in']}-{setting['n_hidden']}_b{setting['batch_size']}"
+           f"_T{setting['horizon']}_{name}_{_sha(policy_file)}")
+    return {s: Path(cache_dir) / f"{key}_seed{s}.json" for s in seeds}
+
+
+def learned_runs(name: str, dataset: str, setting: dict, seeds: Sequence[int], policy: bytes,
+                 policy_name: str, data_dir=None) -> list:
+    """PSD (``name="psd"``) or L2L (``"l2l"``) runs on one panel, computed, not saved.
+
+    Takes the policy file's content rather than its path, so that a Dask worker needs
+    no copy of ``results/``; runs with one torch thread, as every run of the grid.
+    """
+    sha = hashlib.sha256(policy).hexdigest()[:12]
+    P = make_problem(dataset, setting["n_in"], setting["n_hidden"],
+                     batch_size=setting["batch_size"], data_dir=data_dir)
+    with tempfile.TemporaryDirectory() as tmp, experiments.one_thread():
+        f = Path(tmp) / policy_name
+        f.write_bytes(policy)
+        if name == "psd":
+            pol, fcfg, _ = load_policy(f)
+            runs = evaluate_psd(P, pol, list(seeds), setting["horizon"], fcfg)
+        else:
+            runs = evaluate_l2l(P, l2l.load_l2l(f), list(seeds), setting["horizon"])
+    for r in runs:
+        r.hparams = {"policy_file": policy_name, "sha256": sha}
+    return runs
+
+
 def learned_results(name: str, dataset: str, setting: dict, seeds: Sequence[int],
                     policy_file: Path, cache_dir: Path = LEARNED_DIR):
     """PSD (``name="psd"``) or L2L (``"l2l"``) runs for one dataset, from cache or fresh."""
-    key = (f"{dataset}_{setting['n_in']}-{setting['n_hidden']}_b{setting['batch_size']}"
-           f"_T{setting['horizon']}_{name}_{_sha(policy_file)}")
-    paths = {s: Path(cache_dir) / f"{key}_seed{s}.json" for s in seeds}
+    paths = _learned_paths(name, dataset, setting, seeds, policy_file, cache_dir)
     missing = [s for s in seeds if not paths[s].exists()]
     if missing:
-        P = make_problem(dataset, setting["n_in"], setting["n_hidden"],
-                         batch_size=setting["batch_size"])
-        if name == "psd":
-            policy, fcfg, _ = load_policy(policy_file)
-            runs = evaluate_psd(P, policy, missing, setting["horizon"], fcfg)
-        else:
-            runs = evaluate_l2l(P, l2l.load_l2l(policy_file), missing, setting["horizon"])
+        runs = learned_runs(name, dataset, setting, missing, Path(policy_file).read_bytes(),
+                            Path(policy_file).name)
         for s, r in zip(missing, runs):
-            r.hparams = {"policy_file": Path(policy_file).name, "sha256": _sha(policy_file)}
             r.save(paths[s])
     return [experiments.RunResult.load(paths[s]) for s in seeds]
+
+
+# ------------------------------------------------------------------- the grid as tasks
+#: Where the grid's tasks run: ``"local"`` (``workers`` processes of this machine, or
+#: this process for ``workers <= 1``) or ``"dask"`` (Dask distributed: a ``LocalCluster``
+#: of ``workers`` processes, or the scheduler at ``scheduler``).
+EXECUTORS = ("local", "dask")
+
+#: Cost model of one task in seconds of one core, for the progress bar's weights: per
+#: step and trajectory, ``a + b · M · dim`` (the true objective on the ``M`` training
+#: examples at every iterate, and the minibatch gradient) plus ``c · dim`` for the
+#: learned optimizers' own step (``c`` = ``psd`` or ``l2l``).  Least-squares fit to the
+#: per-step times that ``python -m l2o.figures --all --estimate`` measured for every
+#: kind of run on the project's 2-core machine (tqdm's rate rescales the ETA to any
+#: other machine).
+COST_MODEL = {"a": 7.1e-4, "b": 3.9e-11, "psd": 2.0e-6, "l2l": 4.6e-7}
+
+
+@dataclasses.dataclass
+class GridTask:
+    """One unit of the figure grid: computed anywhere, saved into the caches here.
+
+    Attributes:
+        label: readable name (cache stem of the first run).
+        fn: a module-level function (picklable), ``fn(*args) -> [RunResult, ...]``.
+        args: its arguments.
+        paths: where each returned run is saved, in order.
+        steps: trajectories × horizon, and ``dim``, ``examples``, ``kind`` (``"psd"``,
+            ``"l2l"`` or ``"baseline"``): what :meth:`cost` needs.
+    """
+
+    label: str
+    fn: Callable[..., list]
+    args: tuple
+    paths: list
+    steps: int
+    dim: int
+    examples: int
+    kind: str
+
+    def cost(self, model: Mapping[str, float] = COST_MODEL) -> float:
+        """Estimated seconds on one core (:data:`COST_MODEL`)."""
+        per = model["a"] + model["b"] * self.examples * self.dim + model.get(self.kind, 0.0) * self.dim
+        return self.steps * per
+
+    def save(self, runs: Sequence) -> None:
+        if len(runs) != len(self.paths):
+            raise RuntimeError(f"task {self.label} returned {len(runs)} runs, "
+                               f"expected {len(self.paths)}")
+        for r, path in zip(runs, self.paths):
+            r.save(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _problem_size(dataset: str, n_in: int, n_hidden: int, data_dir=None) -> tuple[int, int]:
+    """``(dim, examples)`` of a panel's objective; a guess if the data is not here."""
+    from l2o import data
+
+    try:
+        prep = data.prepare(dataset, n_in, data_dir=data_dir)
+        classes, examples = prep.n_classes, len(prep)
+    except Exception:  # noqa: BLE001 - only the progress bar's weights depend on it
+        classes, examples = 10, 10_000
+    return n_in * n_hidden + n_hidden + n_hidden * classes + classes, examples
+
+
+def grid_tasks(panels: Sequence[tuple[int, Sequence[str], int | None]],
+               seeds: Sequence[int] = experiments.EVAL_SEEDS,
+               results_dir=experiments.GRID_DIR, learned_dir=LEARNED_DIR, psd_file=PSD_FILE,
+               l2l_file=L2L_FILE, data_dir=None) -> list[GridTask]:
+    """The tasks still to run for ``panels``: ``(figure, datasets, horizon or None)``.
+
+    One task per baseline run (as :func:`l2o.experiments.run_grid` runs them) and one
+    per learned optimizer and panel (all its seeds in one batched rollout); results
+    already in the caches are skipped.  Costliest first.
+    """
+    tasks, seen = [], set()
+    blobs = {name: Path(f).read_bytes() for name, f in (("psd", psd_file), ("l2l", l2l_file))}
+    files = {"psd": Path(psd_file), "l2l": Path(l2l_file)}
+    for figure, datasets, horizon in panels:
+        setting = dict(experiments.FIGURES[figure])
+        if horizon is not None:
+            setting["horizon"] = int(horizon)
+        specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
+                                            setting["batch_size"], setting["horizon"], o, s)
+                 for d in datasets for o in BASELINES for s in seeds]
+        todo = [s for s in experiments.pending_specs(dict.fromkeys(specs), results_dir)
+                if s not in seen]
+        seen.update(todo)
+        for group in experiments._tasks_for(todo, batch_seeds=False):
+            dim, m = _problem_size(group[0].dataset, group[0].n_in, group[0].n_hidden, data_dir)
+            tasks.append(GridTask(
+                group[0].stem(), experiments.compute_specs, (group, data_dir),
+                [experiments.result_path(s, results_dir) for s in group],
+                len(group) * group[0].horizon, dim, m, "baseline"))
+        for d in datasets:
+            dim, m = _problem_size(d, setting["n_in"], setting["n_hidden"], data_dir)
+            for name in ("psd", "l2l"):
+                paths = _learned_paths(name, d, setting, seeds, files[name], learned_dir)
+                missing = [s for s in seeds if not paths[s].exists()]
+                label = paths[seeds[0]].stem.rsplit("_seed", 1)[0] if seeds else name
+                if not missing or label in seen:
+                    continue
+                seen.add(label)
+                tasks.append(GridTask(
+                    label, learned_runs,
+                    (name, d, setting, missing, blobs[name], files[name].name, data_dir),
+                    [paths[s] for s in missing], len(missing) * setting["horizon"], dim, m, name))
+    tasks.sort(key=lambda t: t.cost(), reverse=True)
+    return tasks
+
+
+@contextlib.contextmanager
+def grid_executor(executor: str = "local", workers: int = 2, scheduler: str | None = None):
+    """A ``concurrent.futures`` executor for the grid's tasks (``None``: this process).
+
+    ``"dask"`` connects to ``scheduler`` (an address such as ``tcp://host:8786``) or
+    starts a ``LocalCluster`` of ``workers`` single-threaded processes on the loopback
+    interface, and closes what it started on exit.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"Invalid executor: {executor!r} (expected one of {EXECUTORS})")
+    if executor == "local":
+        if workers <= 1:
+            yield None
+            return
+        with experiments._pool(workers) as pool:
+            yield pool
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1,
+                               host="127.0.0.1", dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        log.info("Dask: %s", client)
+        yield client.get_executor(pure=False)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_tasks(tasks: Sequence[GridTask], executor: str = "local", workers: int = 2,
+              scheduler: str | None = None, progress: bool = True, data_dir=None) -> None:
+    """Run ``tasks`` (:func:`grid_tasks`) and save every result into its cache.
+
+    One progress bar over all tasks, in estimated seconds of one core
+    (:meth:`GridTask.cost`), so that its rate and ETA account for how much each task
+    costs; the postfix counts tasks.
+
+    Raises:
+        RuntimeError: some tasks failed (after all others have finished and been saved).
+    """
+    if not tasks:
+        return
+    from tqdm import tqdm
+
+    if executor == "local" and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        # prepare each dataset once here; forked workers inherit the cache
+        from l2o import data
+
+        for d, n_in in dict.fromkeys((t.args[1], t.args[2]["n_in"]) if t.kind != "baseline"
+                                     else (t.args[0][0].dataset, t.args[0][0].n_in)
+                                     for t in tasks):
+            try:
+                data.prepare(d, n_in, data_dir=data_dir)
+            except Exception as exc:  # noqa: BLE001 - the task will report it
+                log.debug("could not prepare %s: %s", d, exc)
+    costs = [t.cost() for t in tasks]
+    log.info("grid: %d tasks, about %.0f core-seconds (%s executor)", len(tasks), sum(costs),
+             executor)
+    bar = tqdm(total=round(sum(costs)), desc="grid", unit="core-s", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} core-s "
+                          "[{elapsed}<{remaining}{postfix}]")
+    failures, done = [], 0
+
+    def finish(task, cost, runs=None, exc=None):
+        nonlocal done
+        if exc is None:
+            task.save(runs)
+        else:
+            log.error("task %s failed: %s: %s", task.label, type(exc).__name__, exc)
+            failures.append((task, exc))
+        done += 1
+        bar.update(cost)
+        bar.set_postfix_str(f"{done}/{len(tasks)} tasks", refresh=True)
+
+    try:
+        with grid_executor(executor, workers, scheduler) as ex:
+            if ex is None:
+                for task, cost in zip(tasks, costs):
+                    try:
+                        runs = task.fn(*task.args)
+                    except Exception as exc:  # report after the others have run
+                        finish(task, cost, exc=exc)
+                        continue
+                    finish(task, cost, runs)
+            else:
+                futures = {ex.submit(t.fn, *t.args): (t, c) for t, c in zip(tasks, costs)}
+                for fut in cf.as_completed(futures):
+                    task, cost = futures[fut]
+                    try:
+                        runs = fut.result()
+                    except Exception as exc:
+                        finish(task, cost, exc=exc)
+                        continue
+                    finish(task, cost, runs)
+    finally:
+        bar.close()
+    if failures:
+        lines = "\n".join(f"  {t.label}: {type(e).__name__}: {e}" for t, e in failures)
+        raise RuntimeError(f"{len(failures)} of {len(tasks)} tasks failed:\n{lines}")
+
+
+def _shortened(task: GridTask, horizon: int) -> tuple:
+    """``task``'s arguments with the horizon cut to ``horizon`` (one seed for baselines)."""
+    if task.kind == "baseline":
+        specs, data_dir = task.args
+        return ([dataclasses.replace(specs[0], horizon=horizon)], data_dir)
+    name, d, setting, seeds, *rest = task.args
+    return (name, d, dict(setting, horizon=horizon), seeds, *rest)
+
+
+def measure_tasks(tasks: Sequence[GridTask], steps: tuple[int, int] = (3, 11),
+                  progress: bool = True) -> list[float]:
+    """Seconds of one core each task takes, from two short runs of each kind of task.
+
+    Every task kind (optimizer, dataset, net, minibatch size; for PSD and L2L also the
+    number of seeds) is run here, in this process, for ``steps[0]`` and ``steps[1]``
+    steps; the difference gives the seconds per step, the shorter run the set-up.
+    Seeds of a baseline share one measurement.  CPU time of this process is measured,
+    so other load on the machine inflates the numbers little.  Caveats: a step of CG
+    or L-BFGS costs what its line search needs, which varies along a run; diverged
+    runs stop early (both make this an upper estimate rather than a prediction).
+    """
+    import time
+
+    from tqdm import tqdm
+
+    k1, k2 = steps
+    per_kind: dict[tuple, tuple[float, float]] = {}
+
+    def kind_of(t: GridTask):
+        if t.kind == "baseline":
+            s = t.args[0][0]
+            return ("baseline", s.dataset, s.n_in, s.n_hidden, s.batch_size, s.optimizer)
+        name, d, setting, seeds = t.args[:4]
+        return (name, d, setting["n_in"], setting["n_hidden"], setting["batch_size"], len(seeds))
+
+    kinds = {kind_of(t): t for t in tasks}
+    for key, t in tqdm(kinds.items(), desc="measuring", disable=not progress):
+        times = []
+        for k in (k1, k2):
+            args = _shortened(t, k)
+            start = time.process_time()
+            t.fn(*args)
+            times.append(time.process_time() - start)
+        per_step = max(times[1] - times[0], 0.0) / (k2 - k1)
+        per_kind[key] = (max(times[0] - k1 * per_step, 0.0), per_step)
+    out = []
+    for t in tasks:
+        setup, per_step = per_kind[kind_of(t)]
+        if t.kind == "baseline":
+            n, horizon = len(t.args[0]), t.args[0][0].horizon
+            out.append(n * (setup + per_step * horizon))
+        else:
+            out.append(setup + per_step * t.args[2]["horizon"])
+    return out
+
+
+def makespan(seconds: Sequence[float], workers: int) -> float:
+    """Wall time of ``seconds``-long tasks on ``workers`` cores, longest task first."""
+    loads = [0.0] * max(1, workers)
+    for s in sorted(seconds, reverse=True):
+        loads[loads.index(min(loads))] += s
+    return max(loads)
+
+
+def estimate_grid(seeds: Sequence[int] = experiments.EVAL_SEEDS, workers: int = 2,
+                  steps: tuple[int, int] = (3, 11), progress: bool = True,
+                  panels: Sequence | None = None) -> dict:
+    """Estimate of ``--all`` from empty caches, from measured per-step times.
+
+    Returns ``{"tasks", "seconds" (per task), "core_seconds", "by_kind", "wall_seconds"
+    (on ``workers`` cores, :func:`makespan`), "model_seconds"}``; nothing is written
+    to the caches.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks = grid_tasks(all_panels() if panels is None else panels, seeds,
+                           Path(tmp) / "grid", Path(tmp) / "learned")
+        seconds = measure_tasks(tasks, steps, progress)
+    by_kind: dict[str, float] = {}
+    for t, sec in zip(tasks, seconds):
+        by_kind[t.kind] = by_kind.get(t.kind, 0.0) + sec
+    return {"tasks": tasks, "seconds": seconds, "core_seconds": sum(seconds),
+            "by_kind": by_kind, "wall_seconds": makespan(seconds, workers),
+            "model_seconds": sum(t.cost() for t in tasks)}
 
 
 def figure_results(figure: int, seeds: Sequence[int] = experiments.EVAL_SEEDS,
                    datasets: Sequence[str] = experiments.FIGURE_DATASETS,
                    horizon: int | None = None, results_dir=experiments.GRID_DIR,
                    learned_dir=LEARNED_DIR, psd_file=PSD_FILE, l2l_file=L2L_FILE,
-                   workers: int = 2, progress: bool = False) -> dict[str, list]:
+                   workers: int = 2, progress: bool = False, executor: str = "local",
+                   scheduler: str | None = None) -> dict[str, list]:
     """``{dataset: [RunResult, ...]}`` of all nine optimizers in the setting of ``figure``.
 
-    ``horizon`` overrides the figure's (smoke runs; Figure 5 beyond 800 steps).
+    ``horizon`` overrides the figure's (smoke runs; Figure 5 beyond 800 steps).  Missing
+    runs are computed with ``executor`` (:func:`run_tasks`) and cached.
     """
     setting = dict(experiments.FIGURES[figure])
     if horizon is not None:
         setting["horizon"] = int(horizon)
-    specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
-                                        setting["batch_size"], setting["horizon"], o, s)
-             for d in datasets for o in BASELINES for s in seeds]
-    base = experiments.run_grid(specs, results_dir, workers=workers, progress=progress)
-    out = {d: [r for r, sp in zip(base, specs) if sp.dataset == d] for d in datasets}
-    tasks = [(name, d, setting, list(seeds), Path(f), Path(learned_dir))
-             for d in datasets for name, f in (("psd", psd_file), ("l2l", l2l_file))]
-    if workers > 1 and len(tasks) > 1:
-        # one (optimizer, dataset) per task; each writes its own cache files
-        with experiments._pool(min(workers, len(tasks))) as pool:
-            done = list(pool.map(_learned_task, tasks))
-    else:
-        done = [_learned_task(t) for t in tasks]
-    for (name, d, *_), runs in zip(tasks, done):
-        out[d] += runs
+    tasks = grid_tasks([(figure, datasets, setting["horizon"])], seeds, results_dir,
+                       learned_dir, psd_file, l2l_file)
+    run_tasks(tasks, executor, workers, scheduler, progress)
+    out = {}
+    for d in datasets:
+        specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
+                                            setting["batch_size"], setting["horizon"], o, s)
+                 for o in BASELINES for s in seeds]
+        out[d] = experiments.run_grid(specs, results_dir, workers=1, progress=False)
+        for name, f in (("psd", psd_file), ("l2l", l2l_file)):
+            out[d] += learned_results(name, d, setting, list(seeds), Path(f), Path(learned_dir))
     return out
 
 
-def _learned_task(task) -> list:
-    torch.set_num_threads(1)
-    return learned_results(*task)
+#: Beyond the paper: Figure 5 continued to 2,000 iterations, on every panel (chapter 11
+#: shows the panels its ``extension_datasets`` parameter names).
+EXTENSION = {"figure": 5, "horizon": 2000, "datasets": experiments.FIGURE_DATASETS}
 
 
-#: Beyond the paper: Figure 5 continued to 2,000 iterations on these datasets only (a
-#: Predicted Step Descent rollout on a 100-200 net costs about 0.65 s per step for five
-#: seeds on a 2-core CPU, 1.2 s on CIFAR-100; chapter 11 gives the measured costs).
-EXTENSION = {"figure": 5, "horizon": 2000, "datasets": ("cifar10",)}
+def all_panels() -> list[tuple[int, Sequence[str], int | None]]:
+    """Every figure of the paper on every panel, and the Figure 5 continuation."""
+    return ([(f, experiments.FIGURE_DATASETS, None) for f in sorted(experiments.FIGURES)]
+            + [(EXTENSION["figure"], EXTENSION["datasets"], EXTENSION["horizon"])])
 
 
 def run_all(seeds: Sequence[int] = experiments.EVAL_SEEDS, workers: int = 2,
-            progress: bool = True) -> None:
+            progress: bool = True, executor: str = "local", scheduler: str | None = None) -> None:
     """Every figure of the paper and the Figure 5 continuation, into the caches."""
-    for figure in sorted(experiments.FIGURES):
-        log.info("Figure %d", figure)
-        figure_results(figure, seeds, workers=workers, progress=progress)
-    log.info("Figure %d continued to %d iterations on %s", EXTENSION["figure"],
-             EXTENSION["horizon"], ", ".join(EXTENSION["datasets"]))
-    figure_results(EXTENSION["figure"], seeds, EXTENSION["datasets"],
-                   horizon=EXTENSION["horizon"], workers=workers, progress=progress)
+    tasks = grid_tasks(all_panels(), seeds)
+    log.info("the whole grid: %d tasks to run", len(tasks))
+    run_tasks(tasks, executor, workers, scheduler, progress)
 
 
 def main(argv=None) -> int:
@@ -126,14 +449,34 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=nonnegative_int, nargs="+",
                     default=list(experiments.EVAL_SEEDS))
     ap.add_argument("--workers", type=positive_int, default=2,
-                    help="processes for the baseline runs and the learned optimizers")
+                    help="processes (local or Dask LocalCluster) running the grid's tasks")
+    ap.add_argument("--executor", choices=EXECUTORS, default="local",
+                    help="local: processes of this machine; dask: Dask distributed")
+    ap.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="Dask scheduler to use, e.g. tcp://10.0.0.5:8786 (default: a "
+                         "LocalCluster of --workers processes)")
+    ap.add_argument("--estimate", action="store_true",
+                    help="with --all: estimate the time of the whole grid from empty caches "
+                         "by timing a few steps of every kind of run; runs nothing else")
     a = ap.parse_args(argv)
+    if a.scheduler is not None and a.executor != "dask":
+        ap.error("--scheduler needs --executor dask")
+    if a.estimate and not a.all:
+        ap.error("--estimate needs --all")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    if a.all:
-        run_all(a.seeds, a.workers)
+    if a.estimate:
+        est = estimate_grid(a.seeds, a.workers)
+        kinds = ", ".join(f"{k} {v / 60:.0f} min" for k, v in sorted(est["by_kind"].items()))
+        print(f"{len(est['tasks'])} tasks, {est['core_seconds'] / 60:.0f} core-minutes "
+              f"({kinds}); on {a.workers} workers about {est['wall_seconds'] / 60:.0f} min "
+              f"(the progress bar's model says {est['model_seconds'] / 60:.0f} core-minutes)")
         return 0
-    res = figure_results(a.figure, a.seeds, workers=a.workers, progress=True)
+    if a.all:
+        run_all(a.seeds, a.workers, executor=a.executor, scheduler=a.scheduler)
+        return 0
+    res = figure_results(a.figure, a.seeds, workers=a.workers, progress=True,
+                         executor=a.executor, scheduler=a.scheduler)
     for d, runs in res.items():
         print(d)
         print(experiments.format_summary(experiments.summary_table(runs)))

@@ -298,7 +298,7 @@ def pi_actor(problem: MLPProblem, policy: LSTMPolicy):
         if state is None:
             state = policy.initial_hidden(o.shape[0], o.shape[1])
         with torch.no_grad():
-            a, state = policy.step(o.float(), gi, state)
+            a, state = policy.step(o.float(), gi, state, inplace=True)
         return a.to(o.dtype), state
 
     return act

@@ -93,6 +93,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from l2o.policy import chunk_rows, fuse_lstm_gates, fused_lstm_cell_, workspace
 from l2o.problems import MLPProblem
 
 logger = logging.getLogger(__name__)
@@ -309,6 +310,80 @@ class L2LNet(nn.Module):
         delta = self.head(inp).squeeze(-1) * self.output_scale
         return delta, (torch.stack(hs), torch.stack(cs))
 
+    def _fused(self):
+        """Per layer ``(weight, bias)`` for :func:`~l2o.policy.fused_lstm_cell_`, and the head.
+
+        Layer ``l`` multiplies rows ``[h_l | input_l]``; the first layer's input is
+        ``[max(log|g|, −p), clamp(e^p g, −1, 1)]``, its ``1/p`` folded into the weights.
+        The head is ``(w_out (H,), b_out (1,))`` times ``output_scale``.  Cached, keyed by
+        the storage and version counter of every parameter (training refreshes it).
+        """
+        params = list(self.parameters())
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in params)
+        hit = self.__dict__.get("_fused_cache")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with torch.no_grad():
+            layers = []
+            for i, cell in enumerate(self.cells):
+                w_ih = cell.weight_ih
+                if i == 0:
+                    w_ih = torch.cat([w_ih[:, :1] / self.preprocess_p, w_ih[:, 1:]], 1)
+                layers.append(fuse_lstm_gates(w_ih, cell.weight_hh, cell.bias_ih + cell.bias_hh))
+            w_out = (self.head.weight[0] * self.output_scale).contiguous()
+            fused = (layers, w_out, self.head.bias * self.output_scale)
+        self.__dict__["_fused_cache"] = (key, fused)
+        return fused
+
+    @torch.no_grad()
+    def step_(self, grad: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+              out: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without autograd, the state updated in place.
+
+        The same function as :meth:`forward`, computed in chunks of coordinates with one
+        matrix product per layer and chunk (:func:`~l2o.policy.fused_lstm_cell_`), so
+        that memory beyond the state is one chunk's gates.
+
+        Args:
+            grad: gradients ``(n,)``, cast to the net's dtype.
+            h, c: the state, each ``(num_layers, n, hidden_size)``, contiguous;
+                overwritten with the new state.
+            out: ``(n,)``, receives ``delta``.
+
+        Returns:
+            ``out``.
+        """
+        n, H, L = grad.shape[0], self.hidden_size, self.num_layers
+        if h.shape != (L, n, H) or c.shape != (L, n, H):
+            raise ValueError(f"state must be two ({L}, {n}, {H}) tensors, got "
+                             f"{tuple(h.shape)} and {tuple(c.shape)}")
+        if n == 0:
+            return out
+        layers, w_out, b_out = self._fused()
+        grad = grad.to(w_out.dtype)
+        chunk = chunk_rows(4 * H, n)
+        xa, xb, gates, scratch = workspace(chunk, (H + 2, 2 * H, 4 * H, H), w_out.dtype,
+                                           w_out.device)
+        p, ep = self.preprocess_p, math.exp(self.preprocess_p)
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            m = r1 - r0
+            g = grad[r0:r1]
+            x = xa[:m]
+            x[:, :H].copy_(h[0, r0:r1])
+            log_part = x[:, H]
+            torch.abs(g, out=log_part).log_().clamp_min_(-p)      # log 0 = −inf → −p
+            torch.mul(g, ep, out=x[:, H + 1]).clamp_(-1.0, 1.0)
+            for i, (weight, bias) in enumerate(layers):
+                if i > 0:
+                    x = xb[:m]
+                    x[:, :H].copy_(h[i, r0:r1])
+                    x[:, H:].copy_(h[i - 1, r0:r1])
+                fused_lstm_cell_(x, c[i, r0:r1], weight, bias, h[i, r0:r1], c[i, r0:r1],
+                                 gates[:m], scratch[:m])
+            torch.addmv(b_out, h[L - 1, r0:r1], w_out, out=out[r0:r1])
+        return out
+
     def extra_repr(self) -> str:
         return f"preprocess_p={self.preprocess_p}, output_scale={self.output_scale}"
 
@@ -358,15 +433,16 @@ def rollout(net: L2LNet, problem: MLPProblem, x0: torch.Tensor, idx: torch.Tenso
         raise ValueError(f"idx must be (T, n, B) with n = {x0.shape[0]}, got {tuple(idx.shape)}")
     x = x0.to(problem.dtype)
     n = x.shape[0]
-    state = net.initial_state(n * problem.dim, dtype=problem.dtype)
+    h, c = net.initial_state(n * problem.dim, dtype=problem.dtype)
+    delta = torch.empty(n * problem.dim, dtype=h.dtype)
     fb, ft = [], []
     for t in range(idx.shape[0]):
         loss, g = problem.minibatch_loss_and_grad(x, idx[t])
         fb.append(loss)
         if true_loss:
             ft.append(problem.true_loss(x))
-        delta, state = net(g.reshape(-1), state)
-        x = x + delta.view(n, problem.dim)
+        net.step_(g.reshape(-1), h, c, delta)  # the fused step, state updated in place
+        x = x + delta.view(n, problem.dim).to(x.dtype)
     out = {"minibatch_loss": torch.stack(fb, 1), "x": x}
     if true_loss:
         ft.append(problem.true_loss(x))
@@ -855,27 +931,20 @@ class L2LOptimizer(torch.optim.Optimizer):
         if not params:
             return loss
         ref = self.net.head.weight
-        grads, hs, cs = [], [], []
         for p in params:
             if p.grad.is_sparse:
                 raise RuntimeError("L2LOptimizer does not support sparse gradients")
+        # each tensor runs through the fused step on its own state, in place
+        for p in params:
             st = self.state[p]
+            k = p.numel()
             if not st:
                 st["step"] = 0
-                st["h"], st["c"] = self.net.initial_state(p.numel(), dtype=ref.dtype,
-                                                          device=ref.device)
-            grads.append(p.grad.reshape(-1).to(dtype=ref.dtype, device=ref.device))
-            hs.append(st["h"])
-            cs.append(st["c"])
-        delta, (h, c) = self.net(torch.cat(grads), (torch.cat(hs, 1), torch.cat(cs, 1)))
-        start = 0
-        for p in params:
-            k = p.numel()
-            st = self.state[p]
-            st["h"], st["c"] = h[:, start:start + k].clone(), c[:, start:start + k].clone()
+                st["h"], st["c"] = self.net.initial_state(k, dtype=ref.dtype, device=ref.device)
+            delta = ref.new_empty(k)
+            self.net.step_(p.grad.reshape(-1).to(device=ref.device), st["h"], st["c"], delta)
             st["step"] += 1
-            p.add_(delta[start:start + k].view_as(p).to(dtype=p.dtype, device=p.device))
-            start += k
+            p.add_(delta.view_as(p).to(dtype=p.dtype, device=p.device))
         return loss
 
 

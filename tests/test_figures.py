@@ -1,5 +1,7 @@
-"""Figure runs of the learned optimizers are cached by policy-file hash."""
+"""Figure runs of the learned optimizers are cached by policy-file hash; the grid's tasks."""
 
+import numpy as np
+import pytest
 import torch
 
 from l2o import figures
@@ -195,3 +197,67 @@ def test_cli_rejects_figure_and_all_together():
         figures.main(["--figure", "1", "--all"])
     with pytest.raises(SystemExit):
         figures.main([])
+
+
+def _same_runs(a, b):
+    assert [(r.optimizer, r.seed) for r in a] == [(r.optimizer, r.seed) for r in b]
+    for ra, rb in zip(a, b):
+        assert np.array_equal(ra.true_loss, rb.true_loss, equal_nan=True)
+        assert np.array_equal(ra.minibatch_loss, rb.minibatch_loss, equal_nan=True)
+
+
+def test_grid_on_a_dask_cluster_equals_in_process(tmp_path, data_dir):
+    """A 2-worker LocalCluster on the loopback interface runs a small grid bit for bit.
+
+    The cluster is reached by its address, as ``--scheduler ADDRESS`` does; the
+    driver writes the same cache files as an in-process run.
+    """
+    distributed = pytest.importorskip("distributed")
+    kw = dict(seeds=[0, 1], datasets=["faces"], horizon=3)
+    serial = figures.figure_results(1, results_dir=tmp_path / "g1", learned_dir=tmp_path / "l1",
+                                    workers=1, **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        remote = figures.figure_results(1, results_dir=tmp_path / "g2",
+                                        learned_dir=tmp_path / "l2", executor="dask",
+                                        scheduler=cluster.scheduler_address, **kw)
+        ran = {name for name, prefix in cluster.scheduler.task_prefixes.items()
+               if prefix.all_durations.get("compute", 0) > 0}
+    assert ran == {"compute_specs", "learned_runs"}   # on the cluster's workers
+    _same_runs(serial["faces"], remote["faces"])
+    for a, b in (("g1", "g2"), ("l1", "l2")):
+        assert sorted(p.name for p in (tmp_path / a).iterdir()) == \
+            sorted(p.name for p in (tmp_path / b).iterdir())
+
+
+def test_grid_tasks_cover_the_pending_runs_and_weigh_them(tmp_path, data_dir):
+    panels = [(1, ["faces"], 2), (2, ["faces"], 2)]
+    tasks = figures.grid_tasks(panels, [0, 1], tmp_path / "g", tmp_path / "l")
+    kinds = [t.kind for t in tasks]
+    assert kinds.count("psd") == kinds.count("l2l") == 2
+    assert kinds.count("baseline") == 2 * 7 * 2     # one task per baseline run
+    costs = [t.cost() for t in tasks]
+    assert costs == sorted(costs, reverse=True) and min(costs) > 0
+    # the larger net costs more, PSD more than L2L on the same panel
+    psd = {t.dim: t.cost() for t in tasks if t.kind == "psd"}
+    l2l_ = {t.dim: t.cost() for t in tasks if t.kind == "l2l"}
+    assert len(psd) == 2 and max(psd) > min(psd) and psd[max(psd)] > psd[min(psd)]
+    assert all(psd[d] > l2l_[d] for d in psd)
+    figures.run_tasks(tasks[-3:], workers=1, progress=False)
+    left = figures.grid_tasks(panels, [0, 1], tmp_path / "g", tmp_path / "l")
+    assert len(left) == len(tasks) - 3
+
+
+def test_default_dask_executor_starts_and_stops_a_local_cluster():
+    pytest.importorskip("distributed")
+    with figures.grid_executor("dask", workers=1) as ex:
+        assert ex.submit(max, 2, 5).result() == 5
+    with pytest.raises(ValueError, match="executor"):
+        with figures.grid_executor("ray"):
+            pass
+
+
+def test_makespan_schedules_longest_first():
+    assert figures.makespan([3, 3, 2, 2, 2], 2) == 7   # greedy: 3+2+2 | 3+2 (not optimal 6)
+    assert figures.makespan([5, 1, 1], 1) == 7
+    assert figures.makespan([4, 4, 4], 8) == 4
