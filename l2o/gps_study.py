@@ -198,6 +198,7 @@ def main(argv=None) -> int:
     ar.add_argument("--pretrain-steps", type=int, default=200)
     ar.add_argument("--eval-samples", type=int, default=2)
     ar.add_argument("--horizon", type=int, default=400)
+    ar.add_argument("--max-step-mult", type=float, default=GPSConfig().max_step_mult)
     ch = sub.add_parser("choose", help="score a GPS run's π snapshots on validation seeds "
                                        "and ship the best")
     ch.add_argument("--run", default="results/psd")
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     problem = make_problem("mnist", 48, 48, batch_size=64)
     base = GPSConfig(horizon=a.horizon, num_samples=a.samples, pretrain_steps=a.pretrain_steps,
-                     eval_samples=a.eval_samples)
+                     eval_samples=a.eval_samples, max_step_mult=a.max_step_mult)
     out = Path(a.out)
     t0 = time.perf_counter()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
