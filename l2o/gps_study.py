@@ -172,6 +172,31 @@ def choose_snapshot(problem: MLPProblem, run_dir: Path, seeds: Sequence[int] = V
     return out
 
 
+def reference_scores(seeds: Sequence[int] = VALIDATION_SEEDS, horizon: int = 400,
+                     l2l_file: str | Path | None = None, workers: int = 1) -> dict:
+    """Meta-loss of the tuned baselines (and L2L) on the validation seeds' streams.
+
+    The yardstick of the arms: the same initial iterates and minibatches as the arms'
+    π and ψ scores. Baseline runs come from (or go into) the experiment cache.
+    """
+    from l2o import l2l as l2l_mod
+    from l2o.baselines import BASELINES
+    from l2o.data import make_problem
+    from l2o.learned import evaluate_l2l
+
+    specs = [experiments.ExperimentSpec("mnist", 48, 48, 64, horizon, name, s)
+             for name in BASELINES for s in seeds]
+    runs = experiments.run_grid(specs, experiments.GRID_DIR, workers=workers, progress=False)
+    if l2l_file is not None:
+        problem = make_problem("mnist", 48, 48, batch_size=64)
+        runs += evaluate_l2l(problem, l2l_mod.load_l2l(l2l_file), seeds, horizon)
+    out = {}
+    for r in runs:
+        loss = float(np.nansum(r.true_loss[1:])) if not r.diverged else float("inf")
+        out.setdefault(r.optimizer, []).append(loss)
+    return {name: {"per_seed": v, "mean": float(np.mean(v))} for name, v in out.items()}
+
+
 def _write(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
@@ -203,7 +228,18 @@ def main(argv=None) -> int:
                                        "and ship the best")
     ch.add_argument("--run", default="results/psd")
     ch.add_argument("--name", default="psd_mnist48.pt")
+    rf = sub.add_parser("references", help="the tuned baselines and L2L on the validation "
+                                           "seeds (the arms' yardstick)")
+    rf.add_argument("--out", default="results/gps_arms/references.json")
+    rf.add_argument("--l2l", default="results/l2l/l2l_mnist48.pt")
     a = ap.parse_args(argv)
+    if a.cmd == "references":
+        torch.set_num_threads(1)
+        refs = reference_scores(l2l_file=a.l2l)
+        _write(Path(a.out), {"references": refs, "seeds": list(VALIDATION_SEEDS), "horizon": 400})
+        for name, r in sorted(refs.items(), key=lambda kv: kv[1]["mean"]):
+            print(f"{name:10s} {r['mean']:.2f}")
+        return 0
     if a.cmd == "choose":
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         torch.set_num_threads(1)
