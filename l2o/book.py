@@ -100,6 +100,8 @@ __all__ = [
     "html_text_problems",
     "parse_overrides",
     "execution_records",
+    "execution_markdown",
+    "config_markdown",
     "setup",
     "main",
 ]
@@ -836,11 +838,55 @@ def execution_markdown(toc_path: Path = TOC_PATH, results_dir: Path = ROOT / "re
     return text, "\n".join(rows)
 
 
-def setup(app):  # pragma: no cover - exercised by the book build
-    """Sphinx extension: the ``execution-statistics`` directive.
+def config_markdown(qualname: str) -> str:
+    """A frozen config dataclass as a MyST table: field, default, and what it means.
 
-    ``:table: chapters`` renders the chapter runs (paper and smoke scale, from
-    provenance); ``:table: results`` the long computations in ``results/*/``.
+    The meaning is the field's trailing comment in the class body, else its entry in
+    the Google-style docstring (``name: description``). The defaults are read from the
+    class, so the book's table cannot drift from the code.
+
+    Args:
+        qualname: e.g. ``"l2o.gps.GPSConfig"``.
+    """
+    import dataclasses
+    import importlib
+    import inspect
+
+    module, _, name = qualname.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    source = inspect.getsource(cls)
+    comments = dict(re.findall(r"^\s+(\w+)\s*:[^=\n]+=[^#\n]*#\s*(.+)$", source, re.M))
+    doc = inspect.getdoc(cls) or ""
+    described: dict[str, str] = {}
+    current = None
+    for line in doc.splitlines():
+        m = re.match(r"^\s{4}(\w+)\s*:\s*(.*)$", line)
+        if m and m.group(1) in {f.name for f in dataclasses.fields(cls)}:
+            current = m.group(1)
+            described[current] = m.group(2).strip()
+        elif current and line.startswith(" " * 8):
+            described[current] += " " + line.strip()
+        else:
+            current = None
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        default = (f.default if f.default is not dataclasses.MISSING
+                   else f.default_factory() if f.default_factory is not dataclasses.MISSING
+                   else "required")
+        text = comments.get(f.name) or described.get(f.name, "")
+        text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text)  # Sphinx roles -> code
+        text = text.replace("|", "\\|").replace("``", "`")
+        rows.append(f"| `{f.name}` | `{default!r}` | {text} |")
+    return "\n".join(rows)
+
+
+def setup(app):  # pragma: no cover - exercised by the book build
+    """Sphinx extension of the book: two directives that render tables from the code.
+
+    ``execution-statistics`` with ``:table: chapters`` renders the chapter runs (paper
+    and smoke scale, from provenance), with ``:table: results`` the long computations in
+    ``results/*/``. ``config-defaults`` with a dotted class name as argument renders
+    that config dataclass (:func:`config_markdown`).
     """
     from docutils.parsers.rst import directives
     from sphinx.util.docutils import SphinxDirective
@@ -862,7 +908,20 @@ def setup(app):  # pragma: no cover - exercised by the book build
                                     self.content_offset, node)
             return node.children
 
+    class ConfigDefaults(SphinxDirective):
+        required_arguments = 1
+
+        def run(self):
+            from docutils.statemachine import StringList
+
+            node = _container()
+            text = config_markdown(self.arguments[0])
+            self.state.nested_parse(StringList(text.splitlines(), source="config"),
+                                    self.content_offset, node)
+            return node.children
+
     app.add_directive("execution-statistics", ExecutionStatistics)
+    app.add_directive("config-defaults", ConfigDefaults)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 

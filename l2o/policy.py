@@ -14,8 +14,8 @@ its own memory::
 with ``g`` the group of coordinate ``j``.  Groups are matched by *role*
 (``hidden_weight``, ``hidden_bias``, ``output_weight``, ``output_bias``;
 :data:`l2o.problems.GROUP_ROLES`), so a policy trained on a 48-48-10 net applies to any
-architecture (method-notes D4).  The output scale ``σ_g`` is set once from the RMS of
-the teacher's actions and then frozen (method-notes D5), which keeps the regression
+architecture (book/design.md, D4).  The output scale ``σ_g`` is set once from the RMS of
+the teacher's actions and then frozen (book/design.md, D5), which keeps the regression
 targets O(1).
 
 :class:`LSTMPolicy` has two batched entry points that compute the same function:
@@ -56,7 +56,7 @@ class PolicyConfig:
         hidden_size: LSTM cells per group (paper: one layer of 128).
         n_inputs: observation features per coordinate (Ψ: 3).
         groups: the group roles, in group-id order.
-        share_across_groups: ``False`` (default, method-notes D4): one LSTM and head per
+        share_across_groups: ``False`` (default, book/design.md, D4): one LSTM and head per
             group.  ``True``: one LSTM and head for all groups, with a one-hot group code
             appended to the input (the ablation of D4).  Standardisation and output
             scale stay per group either way.
@@ -229,7 +229,7 @@ class LSTMPolicy(nn.Module):
             self.fit_normalization(obs, gid, overwrite=overwrite)
 
     def set_output_scale(self, group: int | str, scale: float) -> None:
-        """Set the frozen output scale ``σ_g`` (method-notes D5: RMS of ψ0's actions)."""
+        """Set the frozen output scale ``σ_g`` (book/design.md, D5: RMS of ψ0's actions)."""
         scale = float(scale)
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"Invalid output scale: {scale!r} (must be > 0)")
@@ -382,7 +382,7 @@ class PredictedStepDescent(torch.optim.Optimizer):
     others biases; the last weight and the last bias (in parameter order, over the
     groups without an explicit role) get the roles ``output_weight`` and
     ``output_bias``, all earlier ones ``hidden_weight`` and ``hidden_bias``
-    (method-notes D4).
+    (book/design.md, D4).
 
     ``self.state[p]`` holds ``"tracker"``, the LSTM memory ``"h"``, ``"c"``
     (``(numel, 1, hidden_size)``) and ``"step"``.  :meth:`reset_state` starts a new
