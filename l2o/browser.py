@@ -126,6 +126,7 @@ class PageReport:
     mathjax: bool = False
     doc_width: int = 0
     network: list = field(default_factory=list)
+    width: int = 1280
     screenshot: str | None = None
 
     def problems(self) -> list[str]:
@@ -149,6 +150,9 @@ class PageReport:
                        f"{eq['width']} px wide in {eq['room']} px")
         if self.bad_alt:
             out.append(f"{self.page}: {len(self.bad_alt)} images without a real alt text")
+        if self.doc_width > self.width + 1:
+            out.append(f"{self.page}: the page is {self.doc_width} px wide in a "
+                       f"{self.width} px window (something overflows)")
         if self.network:
             out.append(f"{self.page}: tried to use the network: {self.network[:3]}")
         return out
@@ -287,13 +291,22 @@ class Browser:
         return json.loads(self.evaluate(_INSPECT_JS))
 
     def screenshot(self, path: Path, max_height: int = 16000) -> Path:
-        """Save the whole page (up to ``max_height`` px) as a PNG."""
+        """Save the whole page (up to ``max_height`` px) as a PNG.
+
+        The viewport is stretched to the page's height for the capture (capturing
+        beyond a short viewport can shift the layout), then restored.
+        """
         metrics = self._call("Page.getLayoutMetrics", session=True)
         size = metrics.get("cssContentSize") or metrics["contentSize"]
-        clip = {"x": 0, "y": 0, "width": self.width,
-                "height": min(int(size["height"]), max_height), "scale": 1}
-        data = self._call("Page.captureScreenshot", session=True, format="png",
-                          captureBeyondViewport=True, clip=clip)["data"]
+        height = max(self.height, min(int(size["height"]), max_height))
+        self._call("Emulation.setDeviceMetricsOverride", session=True, width=self.width,
+                   height=height, deviceScaleFactor=1, mobile=False)
+        try:
+            time.sleep(0.3)  # let the layout settle at the new height
+            data = self._call("Page.captureScreenshot", session=True, format="png")["data"]
+        finally:
+            self._call("Emulation.setDeviceMetricsOverride", session=True, width=self.width,
+                       height=self.height, deviceScaleFactor=1, mobile=False)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
@@ -334,7 +347,8 @@ def check_pages(html_dir: Path, docnames: Sequence[str] | None = None,
             if not page.exists():
                 raise RuntimeError(f"{page} is missing")
             network = browser.open(page.resolve().as_uri())
-            report = PageReport(page=name, network=network, **browser.inspect())
+            report = PageReport(page=name, network=network, width=width,
+                                **browser.inspect())
             if screens is not None:
                 shot = Path(screens) / f"{name.replace('/', '_')}-{width}.png"
                 report.screenshot = str(browser.screenshot(shot))

@@ -581,8 +581,8 @@ def _cell(text: str) -> str:
 
 
 def claims_markdown(checks: Sequence[ClaimCheck]) -> str:
-    """One Markdown table: # | claim | where | evidence (computed) | verdict."""
-    lines = ["| # | claim | where | evidence (computed) | verdict |",
+    """One Markdown table: # | claim | paper figure | evidence (computed) | verdict."""
+    lines = ["| # | claim | paper figure | evidence (computed) | verdict |",
              "|---|---|---|---|---|"]
     for i, c in enumerate(checks, start=1):
         lines.append(f"| {i} | {_cell(c.claim)} | {_cell(c.where)} | {_cell(c.evidence)} "
