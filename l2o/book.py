@@ -526,8 +526,10 @@ def has_images(path: Path) -> bool:
 
 
 #: TeX as it appears in text when nothing typesets it: ``\\(``, ``\\[``, a command such
-#: as ``\\frac``, or a ``$...$`` pair.
-RAW_TEX = re.compile(r"\\\(|\\\[|\\[A-Za-z]{2,}|\$[^$\s][^$]{0,200}\$")
+#: as ``\\frac``, or a ``$...$`` pair around TeX (a backslash, ``^``, ``_`` or braces
+#: inside, or a single letter: ``$x$``), so that "$5 and $6" is not taken for math.
+RAW_TEX = re.compile(r"\\\(|\\\[|\\[A-Za-z]{2,}"
+                     r"|\$(?=[^$]{0,200}[\\^_{}])[^$\s][^$]{0,200}\$|\$[A-Za-z]\$")
 #: Elements whose text is not prose (code, scripts, typeset or to-be-typeset math).
 _NOT_PROSE_TAGS = {"script", "style", "pre", "code", "textarea", "svg", "kbd", "samp"}
 _NOT_PROSE_CLASSES = {"math", "highlight", "MathJax", "mjx-container"}
@@ -922,7 +924,44 @@ def setup(app):  # pragma: no cover - exercised by the book build
 
     app.add_directive("execution-statistics", ExecutionStatistics)
     app.add_directive("config-defaults", ConfigDefaults)
+    # A figure pasted from another page (``{glue:any}`` with ``:doc:``) loses the alt text
+    # of the cell that drew it; the same image file elsewhere in the book has it.
+    app.connect("doctree-read", _collect_alt_texts)
+    app.connect("env-merge-info", _merge_alt_texts)
+    app.connect("doctree-resolved", _fill_alt_texts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+def _image_name(node) -> str:
+    return Path(str(node.get("uri", ""))).name
+
+
+def _has_alt(node) -> bool:
+    alt = str(node.get("alt", "")).strip()
+    return bool(alt) and not alt.endswith(_image_name(node))
+
+
+def _collect_alt_texts(app, doctree) -> None:  # pragma: no cover - Sphinx event
+    from docutils import nodes
+
+    store = app.env.__dict__.setdefault("l2o_image_alt", {})
+    for node in doctree.findall(nodes.image):
+        if _has_alt(node):
+            store[_image_name(node)] = node["alt"]
+
+
+def _merge_alt_texts(app, env, docnames, other) -> None:  # pragma: no cover
+    env.__dict__.setdefault("l2o_image_alt", {}).update(
+        other.__dict__.get("l2o_image_alt", {}))
+
+
+def _fill_alt_texts(app, doctree, docname) -> None:  # pragma: no cover - Sphinx event
+    from docutils import nodes
+
+    store = app.env.__dict__.get("l2o_image_alt", {})
+    for node in doctree.findall(nodes.image):
+        if not _has_alt(node) and _image_name(node) in store:
+            node["alt"] = store[_image_name(node)]
 
 
 def _container():

@@ -66,7 +66,7 @@ _INSPECT_JS = r"""
                       .map(e => (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 80));
   const skip = new Set(['SCRIPT', 'STYLE', 'PRE', 'CODE', 'TEXTAREA', 'MJX-CONTAINER',
                         'MJX-ASSISTIVE-MML', 'SVG']);
-  const tex = /\\\(|\\\[|\\[A-Za-z]{2,}|\$[^$\s][^$]{0,200}\$/;
+  const tex = /\\\(|\\\[|\\[A-Za-z]{2,}|\$(?=[^$]{0,200}[\\^_{}])[^$\s][^$]{0,200}\$|\$[A-Za-z]\$/;
   const raw = [];
   const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT, {
     acceptNode(node) {

@@ -1199,12 +1199,29 @@ def summary_table(results: Iterable[RunResult]) -> list[dict]:
     return rows
 
 
-def format_summary(rows: Sequence[Mapping]) -> str:
-    """A Markdown table of :func:`summary_table` rows (mean +- std)."""
+def format_summary(rows: Sequence[Mapping], compact: bool = False) -> str:
+    """A Markdown table of :func:`summary_table` rows (mean +- std).
+
+    ``compact`` leaves out the columns that one panel shares (problem, net, minibatch,
+    horizon: say them in a heading instead) and names the optimizers by their labels in
+    the figures, so that the table fits a book's text column.
+    """
 
     def pm(m, s):
         return "diverged" if not math.isfinite(m) else f"{m:.4g} ± {s:.2g}"
 
+    if compact:
+        from l2o.plotting import METHOD_STYLE
+
+        lines = ["| rank | optimizer | meta-loss | final f | best f | diverged |",
+                 "|" + "---|" * 6]
+        for r in rows:
+            name = METHOD_STYLE.get(r["optimizer"], {}).get("label", r["optimizer"])
+            lines.append(
+                f"| {r['rank']} | {name} | {pm(r['meta_loss_mean'], r['meta_loss_std'])} "
+                f"| {pm(r['final_mean'], r['final_std'])} "
+                f"| {pm(r['best_mean'], r['best_std'])} | {r['n_diverged']}/{r['n_seeds']} |")
+        return "\n".join(lines)
     head = ("| problem | net | B | T | optimizer | rank | meta-loss | final f | best f "
             "| diverged |")
     lines = [head, "|" + "---|" * 10]
