@@ -391,7 +391,8 @@ def _prepared_input(chapter: Chapter, work_dir: Path):
 
 def execute_chapter(chapter: Chapter, scale: str, output_dir: Path | None = None,
                     params: Mapping[str, Any] | None = None, command: str | None = None,
-                    timeout: float | None = None) -> Path:
+                    timeout: float | None = None,
+                    git: Mapping[str, Any] | None = None) -> Path:
     """Execute one chapter with papermill at ``scale`` and write the result.
 
     Args:
@@ -403,6 +404,9 @@ def execute_chapter(chapter: Chapter, scale: str, output_dir: Path | None = None
         params: parameters to inject; default from ``book/params/<scale>.yaml``.
         command: the command line recorded in the provenance.
         timeout: per-cell timeout in seconds (None: no limit).
+        git: the commit and dirty flag to record (default: taken now). A run of several
+            chapters takes it once, before the first one: each paper-scale chapter
+            rewrites its notebook, so a flag taken later would always say "dirty".
 
     Returns:
         The path of the executed notebook.
@@ -421,7 +425,7 @@ def execute_chapter(chapter: Chapter, scale: str, output_dir: Path | None = None
     work_dir.mkdir(parents=True, exist_ok=True)
     work_path = work_dir / f"{chapter.name}.ipynb"
     env = kernel_env()
-    git = git_state()  # before the run rewrites anything
+    git = git_state() if git is None else dict(git)  # before the run rewrites anything
     logger.info("running %s at %s scale with %s", chapter.name, scale, params or "defaults")
     start, date = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc)
     input_path = _prepared_input(chapter, work_dir)
@@ -1001,6 +1005,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
                          "book/params/paper.yaml (and the notebooks' defaults), so -p is "
                          "for smoke runs only")
     failed = []
+    git = git_state()  # once, before any chapter rewrites its notebook
     for chapter in selected:
         try:
             params = None
@@ -1011,7 +1016,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
                     raise ValueError(f"{chapter.path.name}'s parameters cell does not "
                                      f"declare {', '.join(unknown)}")
             execute_chapter(chapter, args.scale, output_dir=args.output_dir, params=params,
-                            command=command, timeout=args.cell_timeout)
+                            command=command, timeout=args.cell_timeout, git=git)
         except ValueError:
             raise
         except Exception as exc:  # report every chapter, then fail
