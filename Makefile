@@ -34,10 +34,13 @@ book: venv
 	$(PY) -m l2o.book build
 
 ## Re-run chapters with papermill: make chapters SCALE=paper [CHAPTERS="01 02"]
+## Smoke runs are also rendered as a book in _build/smoke/html; ARGS="-p kl_step 1.0"
+## changes a parameter of a smoke run (the chapters' "things to try").
 SCALE ?= smoke
 CHAPTERS ?=
+ARGS ?=
 chapters: venv
-	$(PY) -m l2o.book run --scale $(SCALE) $(CHAPTERS)
+	$(PY) -m l2o.book run --scale $(SCALE) $(CHAPTERS) $(ARGS)
 
 clean:
 	rm -rf _build .pytest_cache

@@ -1,4 +1,5 @@
-"""Bregman ADMM numerics between ψ and π, per coordinate group (paper §3.4; notes §1.3, §6).
+"""Bregman ADMM numerics between ψ and π, per coordinate group (paper §3.4;
+book/03_gps; book/design.md).
 
 The LQG side (the η-step) lives in :mod:`l2o.lqg`. This module holds the other pieces of
 one BADMM round, all float64 numpy on one group's pooled samples ``X: (N, T, dX)``:
@@ -123,7 +124,7 @@ def closed_form_pi_cov(policy: LinearGaussianPolicy, nu: np.ndarray | float,
                        variant: str = "weighted", ent_reg: float = 0.0) -> np.ndarray:
     """Σ^π minimising the θ-objective's covariance terms, in closed form.
 
-    ``"weighted"`` (default; method-notes §6): minimising Σ_t ν_t/2 (tr(G_t⁻¹Σ) − log|Σ|)
+    ``"weighted"`` (default; derived in book/03_gps): minimising Σ_t ν_t/2 (tr(G_t⁻¹Σ) − log|Σ|)
     gives the inverse of the ν-weighted mean precision,
 
         Σ^π = (Σ_t ν_t G_t⁻¹ / Σ_t ν_t)⁻¹.

@@ -3,7 +3,7 @@
 The paper compares its learned optimizer with "stochastic gradient descent,
 momentum, conjugate gradient, L-BFGS, ADAM, AdaGrad and RMSprop", each with
 hyperparameters tuned on the training objective (MNIST, 48-48-10 net, minibatch 64,
-400 iterations; method-notes D11).  Five of them are ``torch.optim`` classes used
+400 iterations; book/design.md, D11).  Five of them are ``torch.optim`` classes used
 as they are.  The two that torch does not provide in the paper's form are written
 here, as :class:`torch.optim.Optimizer` subclasses that treat all parameters as one
 flat vector ``x`` and follow the ``step(closure)`` contract (the closure
@@ -11,10 +11,10 @@ re-evaluates the minibatch loss and sets ``.grad``):
 
 * :class:`ConjugateGradient`: nonlinear conjugate gradient with the
   Fletcher-Reeves coefficient and a **fixed step size, no line search** (the variant
-  of the original LTO teacher and of Li & Malik 2016, method-notes D11).
+  of the original LTO teacher and of Li & Malik 2016, book/design.md, D11).
 * :class:`LBFGS`: stochastic L-BFGS, two-loop recursion over the last
   ``history_size`` curvature pairs, **fixed step** ``lr`` and no line search
-  (method-notes D11 flags this choice as inferred; torch's own
+  (design decision D11 in book/design.md: our inference; torch's own
   :class:`torch.optim.LBFGS` with a strong-Wolfe line search is *not* used).
 
 Registry
@@ -192,7 +192,7 @@ class ConjugateGradient(_FlatOptimizer):
     or Polak-Ribiere ``beta_k = g_k^T (g_k - g_{k-1}) / |g_{k-1}|^2`` (``beta="pr"``),
     or its non-negative part (``beta="pr+"``).  This is the variant of the original
     LTO teacher and of Li & Malik (2016): a tuned **fixed** step, no line search
-    (method-notes D11).  It is *not* the textbook CG: without exact line searches the
+    (book/design.md, D11).  It is *not* the textbook CG: without exact line searches the
     directions are not conjugate, so the "n steps on an n-dim quadratic" property does
     not hold.  What does hold, and is tested: on ``f = a/2 |x - x*|^2`` the first step
     with ``lr = 1/a`` lands on ``x*``; and on a well-conditioned quadratic the
@@ -319,7 +319,7 @@ class LBFGS(_FlatOptimizer):
     rather than minibatch noise (as in online L-BFGS, Schraudolph et al. 2007).
 
     This variant (fixed step, history 10) is our reading of the paper's "L-BFGS"
-    baseline (method-notes D11, flagged as inferred).
+    baseline (book/design.md, D11, flagged as inferred).
 
     Args:
         params: parameters (one group; treated as one flat vector).

@@ -3,8 +3,10 @@
 Command line (the Makefile's ``make chapters`` and ``make book`` call it)::
 
     python -m l2o.book run --scale smoke|paper [CHAPTER ...]   # all chapters if none given
+    python -m l2o.book run --scale smoke 03 -p kl_step 1.0     # a smoke run with a change
     python -m l2o.book check [CHAPTER ...]
     python -m l2o.book build [--path-output DIR]
+    python -m l2o.book smoke-html                              # _build/smoke/html
 
 Chapters
     The chapters are the notebooks listed in ``_toc.yml``, in its order: that file is the
@@ -20,13 +22,28 @@ Parameters
     are the paper-scale values; a name that is not in the ``parameters`` cell is an
     error.
 
+    ``-p NAME VALUE`` (smoke scale only) overrides one more parameter for this run;
+    the value is read as YAML (``-p kl_step 1.0``, ``-p datasets "[mnist]"``). The
+    exercises at the end of each chapter use it.
+
 Scales
-    ``smoke`` writes the executed copies to ``_build/smoke/`` (or ``--output-dir``);
+    ``smoke`` writes the executed copies to ``_build/smoke/`` (or ``--output-dir``) and
+    then renders them as a second, browsable book in ``_build/smoke/html``
+    (:func:`build_smoke_html`; ``--no-html`` skips it);
     ``paper`` writes the executed notebook back in place, with papermill's volatile
     metadata (timestamps, durations) removed and one provenance entry
     (:data:`PROVENANCE_KEY` in the notebook metadata: parameters, scale, git commit,
     dirty flag, machine, wall time, date, command). A paper run that fails leaves the
     committed notebook untouched; the partial copy stays in ``_build/paper/``.
+
+The build (:func:`build_book`)
+    ``jupyter-book build`` with warnings as errors, then :func:`html_problems` reads the
+    HTML: every toc page and figure present, no paragraph that starts with ``|`` (a
+    Markdown table printed as text), no TeX outside a math element, and MathJax served
+    from the book's own ``_static/mathjax/`` (vendored in ``book/_vendor/mathjax``), so
+    formulas are typeset without a network. :mod:`l2o.browser` checks the same pages in
+    headless Chromium. This module is also the Sphinx extension behind the
+    ``execution-statistics`` directive (:func:`setup`).
 
 Environment of the executed notebooks (:func:`kernel_env`)
     ``OMP_NUM_THREADS=1`` and ``MKL_NUM_THREADS=1`` (float results depend on the thread
@@ -78,7 +95,14 @@ __all__ = [
     "strip_volatile_metadata",
     "notebook_problems",
     "build_book",
+    "build_smoke_html",
     "html_problems",
+    "html_text_problems",
+    "parse_overrides",
+    "execution_records",
+    "execution_markdown",
+    "config_markdown",
+    "setup",
     "main",
 ]
 
@@ -367,7 +391,8 @@ def _prepared_input(chapter: Chapter, work_dir: Path):
 
 def execute_chapter(chapter: Chapter, scale: str, output_dir: Path | None = None,
                     params: Mapping[str, Any] | None = None, command: str | None = None,
-                    timeout: float | None = None) -> Path:
+                    timeout: float | None = None,
+                    git: Mapping[str, Any] | None = None) -> Path:
     """Execute one chapter with papermill at ``scale`` and write the result.
 
     Args:
@@ -379,6 +404,9 @@ def execute_chapter(chapter: Chapter, scale: str, output_dir: Path | None = None
         params: parameters to inject; default from ``book/params/<scale>.yaml``.
         command: the command line recorded in the provenance.
         timeout: per-cell timeout in seconds (None: no limit).
+        git: the commit and dirty flag to record (default: taken now). A run of several
+            chapters takes it once, before the first one: each paper-scale chapter
+            rewrites its notebook, so a flag taken later would always say "dirty".
 
     Returns:
         The path of the executed notebook.
@@ -397,7 +425,7 @@ def execute_chapter(chapter: Chapter, scale: str, output_dir: Path | None = None
     work_dir.mkdir(parents=True, exist_ok=True)
     work_path = work_dir / f"{chapter.name}.ipynb"
     env = kernel_env()
-    git = git_state()  # before the run rewrites anything
+    git = git_state() if git is None else dict(git)  # before the run rewrites anything
     logger.info("running %s at %s scale with %s", chapter.name, scale, params or "defaults")
     start, date = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc)
     input_path = _prepared_input(chapter, work_dir)
@@ -501,8 +529,82 @@ def has_images(path: Path) -> bool:
                for key in o.get("data", {}))
 
 
+#: TeX as it appears in text when nothing typesets it: ``\\(``, ``\\[``, a command such
+#: as ``\\frac``, or a ``$...$`` pair around TeX (a backslash, ``^``, ``_`` or braces
+#: inside, or a single letter: ``$x$``), so that "$5 and $6" is not taken for math.
+RAW_TEX = re.compile(r"\\\(|\\\[|\\[A-Za-z]{2,}"
+                     r"|\$(?=[^$]{0,200}[\\^_{}])[^$\s][^$]{0,200}\$|\$[A-Za-z]\$")
+#: Elements whose text is not prose (code, scripts, typeset or to-be-typeset math).
+_NOT_PROSE_TAGS = {"script", "style", "pre", "code", "textarea", "svg", "kbd", "samp"}
+_NOT_PROSE_CLASSES = {"math", "highlight", "MathJax", "mjx-container"}
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+              "param", "source", "track", "wbr"}
+
+
+def html_text_problems(html: str, page: str = "page") -> list[str]:
+    """Rendering defects visible in one page's HTML (empty list: fine).
+
+    Inside ``<main>``: a paragraph whose text starts with ``|`` (a Markdown table that
+    was printed, not rendered) and TeX in prose outside a math element
+    (:data:`RAW_TEX`; code, output blocks and ``.math`` elements are skipped).
+    """
+    from html.parser import HTMLParser
+
+    problems: list[str] = []
+
+    class _Reader(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.stack: list[tuple[str, bool]] = []   # (tag, hides its text from the check)
+            self.in_main = 0
+            self.paragraphs: list[list[str]] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag in _VOID_TAGS:
+                return
+            classes = set((dict(attrs).get("class") or "").split())
+            hidden = tag in _NOT_PROSE_TAGS or bool(classes & _NOT_PROSE_CLASSES)
+            self.stack.append((tag, hidden))
+            if tag == "main":
+                self.in_main += 1
+            if tag == "p":
+                self.paragraphs.append([])
+
+        def handle_endtag(self, tag):
+            if tag in _VOID_TAGS:
+                return
+            while self.stack:
+                top, _ = self.stack.pop()
+                if top == "main":
+                    self.in_main -= 1
+                if top == "p" and self.paragraphs:
+                    text = "".join(self.paragraphs.pop()).strip()
+                    if self.in_main and text.startswith("|"):
+                        problems.append(f"{page}: a paragraph starts with '|' (a Markdown "
+                                        f"table printed as text): {text[:70]!r}")
+                if top == "p" and tag != "p":
+                    continue
+                if top == tag:
+                    break
+
+        def handle_data(self, data):
+            if not self.in_main:
+                return
+            for para in self.paragraphs[-1:]:
+                para.append(data)
+            if any(hidden for _, hidden in self.stack):
+                return
+            m = RAW_TEX.search(data)
+            if m:
+                problems.append(f"{page}: TeX outside a math element: "
+                                f"{data.strip()[:70]!r}")
+
+    _Reader().feed(html)
+    return problems
+
+
 def html_problems(html_dir: Path, toc_path: Path = TOC_PATH) -> list[str]:
-    """Missing pages or figures in a built book (empty list: fine)."""
+    """Missing pages or figures, unrendered tables, raw TeX, a CDN MathJax (empty: fine)."""
     html_dir = Path(html_dir)
     problems = []
     if not (html_dir / "index.html").exists():
@@ -511,6 +613,17 @@ def html_problems(html_dir: Path, toc_path: Path = TOC_PATH) -> list[str]:
         page = html_dir / f"{docname}.html"
         if not page.exists():
             problems.append(f"{page} is missing (toc entry {docname})")
+            continue
+        text = page.read_text(encoding="utf-8", errors="replace")
+        problems += html_text_problems(text, docname)
+        if _MATHJAX_CDN.search(text):
+            problems.append(f"{page} loads MathJax from a CDN (offline readers see raw TeX)")
+        elif 'class="math' in text and MATHJAX_URL not in text:
+            problems.append(f"{page} has math but does not load {MATHJAX_URL}")
+    if any(html_dir.rglob("*.html")) and (html_dir / "index.html").exists():
+        if not (html_dir / MATHJAX_URL).is_file():
+            problems.append(f"{html_dir / MATHJAX_URL} is missing (MathJax for offline "
+                            "reading; html_static_path and mathjax_path in _config.yml)")
     for chapter in chapters(toc_path):
         page = html_dir / f"{chapter.docname}.html"
         if page.exists() and has_images(chapter.path):
@@ -531,7 +644,7 @@ def _check_jupyter_book_version() -> None:
 
 
 def build_book(path_output: Path | None = None, all_pages: bool = True,
-               strict: bool = True, source: Path = ROOT, fetch_mathjax: bool = False) -> Path:
+               strict: bool = True, source: Path = ROOT, check: bool = True) -> Path:
     """Build the HTML book with warnings as errors and check what it produced.
 
     Args:
@@ -540,15 +653,14 @@ def build_book(path_output: Path | None = None, all_pages: bool = True,
             warnings of unchanged pages).
         strict: ``-W -n --keep-going``.
         source: the book's root (with ``_config.yml`` and ``_toc.yml``).
-        fetch_mathjax: first install MathJax from npm into :data:`MATHJAX_NPM_DIR`
-            (needs npm and the registry); otherwise a local copy is used if there is one
-            (:func:`local_mathjax`), else the CDN.
+        check: run :func:`html_problems` on the result.
 
     Returns:
         The HTML directory.
 
     Raises:
-        RuntimeError: the build failed, or pages or figures are missing.
+        RuntimeError: the build failed, or pages, figures or the local MathJax are
+            missing, or a page shows a raw table or raw TeX.
     """
     _check_jupyter_book_version()
     source = Path(source).resolve()
@@ -568,81 +680,298 @@ def build_book(path_output: Path | None = None, all_pages: bool = True,
         cmd += ["--path-output", str(Path(path_output).resolve())]
     logger.info("%s", shlex.join(cmd))
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=source, env=kernel_env())
+    env = kernel_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(cmd, cwd=source, env=env)
     logger.info("jupyter-book finished in %.1f s (exit %d)", time.perf_counter() - start,
                 result.returncode)
     if result.returncode != 0:
         raise RuntimeError(f"jupyter-book build failed (exit {result.returncode}); "
                            "warnings count as errors, see the messages above")
     html = Path(path_output or source).resolve() / "_build" / "html"
-    if fetch_mathjax:
-        _fetch_mathjax()
-    mathjax = local_mathjax()
-    if mathjax is not None:
-        pages = use_local_mathjax(html, mathjax)
-        logger.info("MathJax served from _static/mathjax (%d pages) for offline reading", pages)
-    else:
-        logger.info("MathJax comes from a CDN (offline readers see raw TeX); "
-                    "`python -m l2o.book build --fetch-mathjax` serves a local copy")
-    problems = html_problems(html, toc)
-    if problems:
-        raise RuntimeError("the build reported success but the HTML is incomplete:\n  "
-                           + "\n  ".join(problems))
+    if check:
+        problems = html_problems(html, toc)
+        if problems:
+            raise RuntimeError("the build reported success but the HTML has problems:\n  "
+                               + "\n  ".join(problems))
     return html
 
 
-# ==================================================================== MathJax
-#: npm installs MathJax here with ``--fetch-mathjax`` (inside the ignored _build/).
-MATHJAX_NPM_DIR = ROOT / "_build" / "mathjax"
-#: The one MathJax 3 file that works alone: TeX input with every extension, SVG output
-#: (no web fonts to fetch).
-MATHJAX_FILE = Path("node_modules", "mathjax", "es5", "tex-svg-full.js")
-_MATHJAX_CDN = re.compile(r'src="https://cdn\.jsdelivr\.net/npm/mathjax@3/es5/[\w.-]+\.js"')
+#: The smoke-scale book: the executed copies of ``make chapters SCALE=smoke``, rendered.
+SMOKE_HTML = DEFAULT_OUTPUT_DIRS["smoke"] / "html"
 
 
-def local_mathjax() -> Path | None:
-    """A local MathJax file: ``$L2O_MATHJAX``, or one installed by npm (under
-    :data:`MATHJAX_NPM_DIR` or the repository root); None if there is none."""
-    candidates = [os.environ.get("L2O_MATHJAX"), MATHJAX_NPM_DIR / MATHJAX_FILE,
-                  ROOT / MATHJAX_FILE]
-    for path in candidates:
-        if path and Path(path).is_file():
-            return Path(path)
-    return None
+def build_smoke_html(smoke_dir: Path | None = None, out: Path | None = None) -> Path:
+    """Render the smoke-scale copies in ``smoke_dir`` as a browsable book in ``out``.
 
+    A temporary source tree holds the book's pages, with each chapter replaced by its
+    executed smoke copy where there is one (the others keep their committed, paper-scale
+    outputs; the banner of every page says which chapters are smoke runs). Warnings do
+    not fail this build: smoke outputs are tiny runs, not the book.
 
-def _fetch_mathjax() -> None:
-    if (MATHJAX_NPM_DIR / MATHJAX_FILE).is_file():
-        return
-    MATHJAX_NPM_DIR.mkdir(parents=True, exist_ok=True)
-    cmd = ["npm", "install", "--prefix", str(MATHJAX_NPM_DIR), "--no-audit", "--no-fund",
-           "mathjax@3"]
-    try:
-        subprocess.run(cmd, check=True, timeout=300, capture_output=True, text=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        logger.warning("could not install MathJax with npm (%s); using the CDN", exc)
-
-
-def use_local_mathjax(html_dir: Path, mathjax: Path) -> int:
-    """Copy ``mathjax`` into the built book and point every page at it.
-
-    Sphinx links MathJax from a CDN; after the build the CDN ``<script>`` of each page is
-    replaced by a relative link to ``_static/mathjax/``. Returns the pages changed.
+    Returns:
+        ``out`` (default ``_build/smoke/html``), containing ``index.html``.
     """
     import shutil
+    import tempfile
 
-    target = Path(html_dir) / "_static" / "mathjax" / mathjax.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(mathjax, target)
-    changed = 0
-    for page in Path(html_dir).rglob("*.html"):
-        text = page.read_text(encoding="utf-8")
-        rel = Path(os.path.relpath(target, page.parent)).as_posix()
-        new, n = _MATHJAX_CDN.subn(f'src="{rel}"', text)
-        if n:
-            page.write_text(new, encoding="utf-8")
-            changed += 1
-    return changed
+    smoke_dir = Path(smoke_dir or DEFAULT_OUTPUT_DIRS["smoke"]).resolve()
+    out = Path(out or smoke_dir / "html").resolve()
+    done = [c for c in chapters() if (smoke_dir / f"{c.name}.ipynb").exists()]
+    if not done:
+        raise RuntimeError(f"no smoke-scale copies in {smoke_dir} (make chapters SCALE=smoke)")
+    with tempfile.TemporaryDirectory(prefix="l2o-smoke-book-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in ("_toc.yml", "references.bib"):
+            shutil.copy(ROOT / name, src / name)
+        shutil.copytree(BOOK_DIR, src / "book", ignore=shutil.ignore_patterns("params"))
+        for c in done:
+            shutil.copy(smoke_dir / f"{c.name}.ipynb", src / "book" / f"{c.name}.ipynb")
+        config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+        config["title"] = f"{config.get('title', 'l2o')} (smoke-scale run)"
+        ids = ", ".join(c.id for c in done)
+        config.setdefault("html", {})["announcement"] = (
+            f"Smoke scale: chapters {ids} show tiny runs that only check the code, "
+            "not results. The book itself is in _build/html.")
+        config["html"]["use_repository_button"] = False
+        (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False),
+                                         encoding="utf-8")
+        build_book(path_output=Path(tmp) / "out", strict=False, source=src, check=False)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(Path(tmp) / "out" / "_build" / "html", out)
+    logger.info("smoke-scale book (chapters %s): %s", ids, out / "index.html")
+    return out
+
+
+# ==================================================================== MathJax
+#: The vendored MathJax (npm ``mathjax@3.2.2``, ``es5/tex-svg-full.js``: TeX input with
+#: every extension, SVG output, no fonts to fetch), served from the book's ``_static``.
+MATHJAX_FILE = BOOK_DIR / "_vendor" / "mathjax" / "tex-svg-full.js"
+MATHJAX_SHA256 = "a4354ff94fd868aea0cc6eaaa79a57fda0588646fc46ee3700a349ee0a11cbe6"
+#: Where the built book serves it (``mathjax_path`` in ``_config.yml``).
+MATHJAX_URL = "_static/mathjax/tex-svg-full.js"
+_MATHJAX_CDN = re.compile(r'src="https?://[^"]*mathjax[^"]*"', re.IGNORECASE)
+
+
+# ============================================================ execution statistics
+def _provenance(path: Path) -> dict | None:
+    import nbformat
+
+    if not Path(path).exists():
+        return None
+    prov = nbformat.read(path, as_version=4).metadata.get(PROVENANCE_KEY)
+    return dict(prov) if isinstance(prov, Mapping) else None
+
+
+def execution_records(toc_path: Path = TOC_PATH,
+                      smoke_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Per chapter: the provenance of its paper-scale and smoke-scale runs.
+
+    Paper scale: the committed notebook's provenance. Smoke scale: the executed copy in
+    ``smoke_dir`` (default ``_build/smoke``), if there is one. A notebook is sorted by
+    the ``scale`` its provenance records, so the smoke-scale book reports correctly too.
+    """
+    smoke_dir = Path(smoke_dir or DEFAULT_OUTPUT_DIRS["smoke"])
+    out = []
+    for c in chapters(toc_path):
+        rec: dict[str, Any] = {"chapter": c, "paper": None, "smoke": None}
+        for path in (c.path, BOOK_DIR / c.path.name, smoke_dir / c.path.name):
+            prov = _provenance(path)
+            if prov and prov.get("scale") in rec and rec[prov["scale"]] is None:
+                rec[prov["scale"]] = prov
+        out.append(rec)
+    return out
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def execution_markdown(toc_path: Path = TOC_PATH, results_dir: Path = ROOT / "results",
+                       smoke_dir: Path | None = None) -> tuple[str, str]:
+    """The two tables of the execution-statistics page, as MyST Markdown: the chapter
+    runs (paper and smoke scale) and the computations in ``results/*/``."""
+    import json
+
+    recs = execution_records(toc_path, smoke_dir)
+    lines = ["| chapter | paper scale | run on | commit | smoke scale |",
+             "|---|---|---|---|---|"]
+    total = {"paper": 0.0, "smoke": 0.0}
+    for r in recs:
+        c, paper, smoke = r["chapter"], r["paper"] or {}, r["smoke"] or {}
+        git = paper.get("git") or {}
+        commit = (git.get("commit") or "")[:7]
+        if commit and git.get("dirty"):
+            commit += " (uncommitted changes)"
+        for scale, prov in (("paper", paper), ("smoke", smoke)):
+            total[scale] += prov.get("wall_time_s") or 0.0
+        lines.append(f"| {{doc}}`{c.id} <{Path(c.docname).name}>` "
+                     f"| {_duration(paper.get('wall_time_s'))} "
+                     f"| {str(paper.get('date') or '–')[:10]} | {commit or '–'} "
+                     f"| {_duration(smoke.get('wall_time_s'))} |")
+    lines.append(f"| **all** | **{_duration(total['paper'])}** | | "
+                 f"| **{_duration(total['smoke'] or None)}** |")
+    machines = {json.dumps({k: (r['paper'] or {}).get('machine', {}).get(k)
+                            for k in ('platform', 'cpu_count', 'torch')}, sort_keys=True)
+                for r in recs if r["paper"]}
+    text = "\n".join(lines)
+    if len(machines) == 1:
+        m = json.loads(machines.pop())
+        text += (f"\n\nThe paper-scale runs: {m['cpu_count']} CPUs, torch {m['torch']}, "
+                 f"`{m['platform']}`.")
+    rows = ["| result | computation | wall time | date |", "|---|---|---|---|"]
+    for prov_path in sorted(Path(results_dir).glob("*/provenance.json")):
+        try:
+            prov = json.loads(prov_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        # the program and its sub-command, without environment assignments
+        words = [w for w in str(prov.get("command") or "").split() if "=" not in w]
+        short = " ".join(words[:4]) or "–"
+        date = prov.get("date") or prov.get("started_utc") or "–"
+        rows.append(f"| `results/{prov_path.parent.name}/` | `{short}` "
+                    f"| {_duration(prov.get('wall_time_s'))} | {str(date)[:10]} |")
+    return text, "\n".join(rows)
+
+
+def config_markdown(qualname: str) -> str:
+    """A frozen config dataclass as a MyST table: field, default, and what it means.
+
+    The meaning is the field's trailing comment in the class body, else its entry in
+    the Google-style docstring (``name: description``). The defaults are read from the
+    class, so the book's table cannot drift from the code.
+
+    Args:
+        qualname: e.g. ``"l2o.gps.GPSConfig"``.
+    """
+    import dataclasses
+    import importlib
+    import inspect
+
+    module, _, name = qualname.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    source = inspect.getsource(cls)
+    comments = dict(re.findall(r"^\s+(\w+)\s*:[^=\n]+=[^#\n]*#\s*(.+)$", source, re.M))
+    doc = inspect.getdoc(cls) or ""
+    described: dict[str, str] = {}
+    current = None
+    for line in doc.splitlines():
+        m = re.match(r"^\s{4}(\w+)\s*:\s*(.*)$", line)
+        if m and m.group(1) in {f.name for f in dataclasses.fields(cls)}:
+            current = m.group(1)
+            described[current] = m.group(2).strip()
+        elif current and line.startswith(" " * 8):
+            described[current] += " " + line.strip()
+        else:
+            current = None
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        default = (f.default if f.default is not dataclasses.MISSING
+                   else f.default_factory() if f.default_factory is not dataclasses.MISSING
+                   else "required")
+        text = comments.get(f.name) or described.get(f.name, "")
+        text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text)  # Sphinx roles -> code
+        text = text.replace("|", "\\|").replace("``", "`")
+        rows.append(f"| `{f.name}` | `{default!r}` | {text} |")
+    return "\n".join(rows)
+
+
+def setup(app):  # pragma: no cover - exercised by the book build
+    """Sphinx extension of the book: two directives that render tables from the code.
+
+    ``execution-statistics`` with ``:table: chapters`` renders the chapter runs (paper
+    and smoke scale, from provenance), with ``:table: results`` the long computations in
+    ``results/*/``. ``config-defaults`` with a dotted class name as argument renders
+    that config dataclass (:func:`config_markdown`).
+    """
+    from docutils.parsers.rst import directives
+    from sphinx.util.docutils import SphinxDirective
+
+    class ExecutionStatistics(SphinxDirective):
+        option_spec = {"table": lambda arg: directives.choice(arg, ("chapters", "results"))}
+
+        def run(self):
+            from docutils.statemachine import StringList
+
+            source = Path(self.env.srcdir)
+            chapters_md, results_md = execution_markdown(source / "_toc.yml",
+                                                         source / "results"
+                                                         if (source / "results").is_dir()
+                                                         else ROOT / "results")
+            text = results_md if self.options.get("table") == "results" else chapters_md
+            node = _container()
+            self.state.nested_parse(StringList(text.splitlines(), source="execution"),
+                                    self.content_offset, node)
+            return node.children
+
+    class ConfigDefaults(SphinxDirective):
+        required_arguments = 1
+
+        def run(self):
+            from docutils.statemachine import StringList
+
+            node = _container()
+            text = config_markdown(self.arguments[0])
+            self.state.nested_parse(StringList(text.splitlines(), source="config"),
+                                    self.content_offset, node)
+            return node.children
+
+    app.add_directive("execution-statistics", ExecutionStatistics)
+    app.add_directive("config-defaults", ConfigDefaults)
+    # A figure pasted from another page (``{glue:any}`` with ``:doc:``) loses the alt text
+    # of the cell that drew it; the same image file elsewhere in the book has it.
+    app.connect("doctree-read", _collect_alt_texts)
+    app.connect("env-merge-info", _merge_alt_texts)
+    app.connect("doctree-resolved", _fill_alt_texts)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+def _image_name(node) -> str:
+    return Path(str(node.get("uri", ""))).name
+
+
+def _has_alt(node) -> bool:
+    alt = str(node.get("alt", "")).strip()
+    return bool(alt) and not alt.endswith(_image_name(node))
+
+
+def _collect_alt_texts(app, doctree) -> None:  # pragma: no cover - Sphinx event
+    from docutils import nodes
+
+    store = app.env.__dict__.setdefault("l2o_image_alt", {})
+    for node in doctree.findall(nodes.image):
+        if _has_alt(node):
+            store[_image_name(node)] = node["alt"]
+
+
+def _merge_alt_texts(app, env, docnames, other) -> None:  # pragma: no cover
+    env.__dict__.setdefault("l2o_image_alt", {}).update(
+        other.__dict__.get("l2o_image_alt", {}))
+
+
+def _fill_alt_texts(app, doctree, docname) -> None:  # pragma: no cover - Sphinx event
+    from docutils import nodes
+
+    store = app.env.__dict__.get("l2o_image_alt", {})
+    for node in doctree.findall(nodes.image):
+        if not _has_alt(node) and _image_name(node) in store:
+            node["alt"] = store[_image_name(node)]
+
+
+def _container():
+    from docutils import nodes
+
+    return nodes.container()
 
 
 # ======================================================================== cli
@@ -651,21 +980,55 @@ def _command_line(argv: Sequence[str] | None) -> str:
     return shlex.join(["python", "-m", "l2o.book", *args])
 
 
+def parse_overrides(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
+    """``-p NAME VALUE`` pairs as parameters; each value is read as YAML.
+
+    Raises:
+        ValueError: for a name that is not an identifier.
+    """
+    out = {}
+    for name, value in pairs or []:
+        if not name.isidentifier():
+            raise ValueError(f"Invalid parameter name: {name!r}")
+        out[name] = yaml.safe_load(value)
+    return out
+
+
 def _run(args: argparse.Namespace, command: str) -> int:
     selected = select_chapters(args.chapters)
     if not selected:
         logger.error("no chapters in _toc.yml")
         return 1
+    overrides = parse_overrides(args.param)
+    if overrides and args.scale == "paper":
+        raise ValueError("-p changes a run's parameters; paper-scale values live in "
+                         "book/params/paper.yaml (and the notebooks' defaults), so -p is "
+                         "for smoke runs only")
     failed = []
+    git = git_state()  # once, before any chapter rewrites its notebook
     for chapter in selected:
         try:
-            execute_chapter(chapter, args.scale, output_dir=args.output_dir,
-                            command=command, timeout=args.cell_timeout)
+            params = None
+            if overrides:
+                params = {**chapter_params(chapter, args.scale), **overrides}
+                unknown = sorted(set(overrides) - set(notebook_defaults(chapter.path)))
+                if unknown:
+                    raise ValueError(f"{chapter.path.name}'s parameters cell does not "
+                                     f"declare {', '.join(unknown)}")
+            execute_chapter(chapter, args.scale, output_dir=args.output_dir, params=params,
+                            command=command, timeout=args.cell_timeout, git=git)
+        except ValueError:
+            raise
         except Exception as exc:  # report every chapter, then fail
             logger.error("%s failed: %s", chapter.name, str(exc).strip().splitlines()[-1]
                          if str(exc).strip() else type(exc).__name__)
             logger.debug("details", exc_info=True)
             failed.append(chapter.name)
+    if args.scale == "smoke" and not args.no_html:
+        try:
+            build_smoke_html(args.output_dir)
+        except RuntimeError as exc:
+            logger.warning("no smoke-scale book: %s", exc)
     if failed:
         logger.error("failed chapters: %s (partial copies in %s)", ", ".join(failed),
                      args.output_dir or DEFAULT_OUTPUT_DIRS[args.scale])
@@ -690,12 +1053,21 @@ def _check(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     try:
-        html = build_book(args.path_output, all_pages=not args.incremental,
-                          fetch_mathjax=args.fetch_mathjax)
+        html = build_book(args.path_output, all_pages=not args.incremental)
     except RuntimeError as exc:
         logger.error("%s", exc)
         return 1
-    logger.info("book built: %s", html / "index.html")
+    logger.info("book built: %s (math typeset offline by the vendored MathJax)",
+                html / "index.html")
+    return 0
+
+
+def _smoke_html(args: argparse.Namespace) -> int:
+    try:
+        build_smoke_html(args.smoke_dir)
+    except RuntimeError as exc:
+        logger.error("%s", exc)
+        return 1
     return 0
 
 
@@ -711,6 +1083,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="where executed copies go (smoke default: _build/smoke)")
     run.add_argument("--cell-timeout", type=float, default=None,
                      help="per-cell timeout in seconds (default: none)")
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="override one parameter for this smoke run (value read as YAML)")
+    run.add_argument("--no-html", action="store_true",
+                     help="smoke scale: do not render _build/smoke/html afterwards")
     run.add_argument("chapters", nargs="*", help="chapter ids or names (default: all)")
     check = sub.add_parser("check", help="structure checks of the committed notebooks")
     check.add_argument("chapters", nargs="*", help="chapter ids or names (default: all)")
@@ -719,9 +1095,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="put _build/html under this folder (default: repository root)")
     build.add_argument("--incremental", action="store_true",
                        help="only rebuild changed pages (may hide old warnings)")
-    build.add_argument("--fetch-mathjax", action="store_true",
-                       help="install MathJax with npm into _build/mathjax and serve it "
-                            "from the book (math readable offline)")
+    smoke = sub.add_parser("smoke-html", help="render the smoke-scale copies as a book "
+                           "in _build/smoke/html")
+    smoke.add_argument("--smoke-dir", type=Path, default=None,
+                       help="folder of the executed copies (default: _build/smoke)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -732,6 +1109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, _command_line(argv))
         if args.command == "check":
             return _check(args)
+        if args.command == "smoke-html":
+            return _smoke_html(args)
         return _build(args)
     except ValueError as exc:  # bad chapter names, parameter files
         logger.error("%s", exc)

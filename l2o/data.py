@@ -4,7 +4,7 @@ The paper trains two-layer nets on "randomly projected and normalized" versions 
 MNIST, the Toronto Faces Dataset (TFD), CIFAR-10 and CIFAR-100.  This module
 
 1. finds and reads the images (:func:`load`),
-2. turns them into the paper's inputs (:func:`prepare`, method-notes D10):
+2. turns them into the paper's inputs (:func:`prepare`, book/design.md, D10):
    pixels scaled to ``[0, 1]``, flattened, multiplied by a Gaussian random matrix
    ``P (D_raw, dim)`` and standardised per projected dimension with the
    *training-set* mean and standard deviation,
@@ -731,7 +731,7 @@ def prepare(
 ) -> PreparedDataset:
     """The paper's inputs: random projection to ``dim`` dimensions, then standardisation.
 
-    Steps (method-notes D10), all in float64 before the final cast to ``dtype``:
+    Steps (book/design.md, D10), all in float64 before the final cast to ``dtype``:
 
     1. pixels ``u`` in ``0..255`` become ``u / 255`` and each image is flattened
        (row-major; RGB images interleave the channels pixel by pixel), giving

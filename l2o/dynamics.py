@@ -7,12 +7,12 @@ Arrays are float64 numpy; shapes are ``X: (N, T, dX)`` (or ``(N, T+1, dX)``, see
 :func:`fit_dynamics`), ``U: (N, T, dU)``.
 
 - :func:`fit_dynamics`: per t, a joint Gaussian over [x_t, u_t, x_{t+1}] with a
-  Normal-inverse-Wishart prior, conditioned on (x_t, u_t) (method-notes §1.3);
+  Normal-inverse-Wishart prior, conditioned on (x_t, u_t) (the GPS machinery of book/design.md);
 - :class:`GMMPrior`, :class:`SlidingWindowPrior`: where the prior comes from;
 - :func:`fit_linear_gaussian_policy`: the same conditioning on [x_t, μ^π_t] gives π̃
   (paper footnote 2);
 - :func:`fit_cost_gradient_matching`: the quadratic cost by matching ∂c̃/∂x_j to the true
-  gradient (method-notes D6; the paper does not say how c̃ is fitted).
+  gradient (book/design.md, D6; the paper does not say how c̃ is fitted).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class GMMPrior:
     """Gaussian-mixture prior on pooled transition points, as in GPS's dynamics prior.
 
     :meth:`update` fits a K-component mixture by EM to at most ``max_points`` transition
-    points [x, u, x'] drawn from all time steps (method-notes §1.3: the 2016 paper used a
+    points [x, u, x'] drawn from all time steps (book/design.md: the 2016 paper used a
     mixture of 10 Gaussians). :meth:`eval` averages the cluster posteriors over the query
     points (those of one time step) and returns the moments of the resulting mixture as a
     Normal-inverse-Wishart prior (μ0, Φ, m, n0) with m = n0 = ``strength`` pseudo-points
@@ -561,7 +561,7 @@ def fit_cost_gradient_matching(X: np.ndarray, grad_x: np.ndarray, ridge: float =
                                dU: int = 1, x_index: int = 0, window: int = 0,
                                relative_ridge: bool = False,
                                features: Sequence[int] | None = None) -> QuadraticCost:
-    """Quadratic cost c̃ whose x-derivative matches the true gradient (method-notes D6).
+    """Quadratic cost c̃ whose x-derivative matches the true gradient (book/design.md, D6).
 
     The paper fits "local quadratic approximations to c(s_t)" without saying how; under
     within-group tying an averaged Taylor expansion (GPS) would average per-coordinate

@@ -3,10 +3,10 @@
 One runner, :func:`train`, serves every optimizer, hand-engineered or learned: it
 takes a registry name (:data:`l2o.baselines.OPTIMIZERS`) or a factory
 ``factory(params) -> torch.optim.Optimizer`` and records the *true objective*
-``f(x_t)`` (mean loss over the whole training set, method-notes D9) at every
+``f(x_t)`` (mean loss over the whole training set, book/design.md, D9) at every
 iterate ``t = 0..T`` while the optimizer sees minibatch gradients.
 
-Randomness (method-notes D12)
+Randomness (book/design.md, D12)
     A run is determined by its ``seed``: ``x_0 ~ D`` is drawn with a
     ``torch.Generator`` seeded from ``SeedSequence(seed, spawn_key=(0,))`` and the
     minibatch indices with a separate generator seeded from
@@ -26,7 +26,7 @@ Divergence
 
 Meta-loss
     ``sum_{t=1..T} f(x_t)`` (:func:`meta_loss`), the paper's objective for the
-    optimizer, also used to tune the baselines (method-notes D11).
+    optimizer, also used to tune the baselines (book/design.md, D11).
 
 Batching seeds
     For elementwise optimizers (SGD, momentum, Adam, AdaGrad, RMSprop) several
@@ -115,7 +115,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIVERGENCE_FACTOR = 1e3
 #: Seeds of the tuning runs; disjoint from :data:`EVAL_SEEDS`.
 TUNING_SEEDS = (1000, 1001, 1002)
-#: Seeds of the runs shown in the figures (mean +- std over them, method-notes D12).
+#: Seeds of the runs shown in the figures (mean +- std over them, book/design.md, D12).
 EVAL_SEEDS = (0, 1, 2, 3, 4)
 TUNING_DIR = ROOT / "results" / "tuning"
 SMOKE_TUNING_DIR = ROOT / "results" / "smoke" / "tuning"
@@ -133,7 +133,7 @@ FIGURES: dict[int, dict[str, int]] = {
 }
 #: Panels (a), (b), (c) of every figure.
 FIGURE_DATASETS = ("faces", "cifar10", "cifar100")
-#: The training objective everything is tuned on (method-notes D11).
+#: The training objective everything is tuned on (book/design.md, D11).
 TUNING_PROBLEM = dict(dataset="mnist", n_in=48, n_hidden=48, batch_size=64)
 
 
@@ -680,7 +680,7 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
          out_dir: str | os.PathLike | None = TUNING_DIR, workers: int = 2, progress: bool = True,
          data_dir=None, smoke: bool = False, command: str | None = None,
          batch_seeds: bool = False) -> dict:
-    """Grid-search the baselines' hyperparameters as the paper does (method-notes D11).
+    """Grid-search the baselines' hyperparameters as the paper does (book/design.md, D11).
 
     Every configuration of every optimizer's grid runs from each tuning seed for
     ``horizon`` steps; its score is the meta-loss averaged over the seeds, ``+inf``
@@ -1283,12 +1283,29 @@ def summary_table(results: Iterable[RunResult]) -> list[dict]:
     return rows
 
 
-def format_summary(rows: Sequence[Mapping]) -> str:
-    """A Markdown table of :func:`summary_table` rows (mean +- std)."""
+def format_summary(rows: Sequence[Mapping], compact: bool = False) -> str:
+    """A Markdown table of :func:`summary_table` rows (mean +- std).
+
+    ``compact`` leaves out the columns that one panel shares (problem, net, minibatch,
+    horizon: say them in a heading instead) and names the optimizers by their labels in
+    the figures, so that the table fits a book's text column.
+    """
 
     def pm(m, s):
         return "diverged" if not math.isfinite(m) else f"{m:.4g} ± {s:.2g}"
 
+    if compact:
+        from l2o.plotting import METHOD_STYLE
+
+        lines = ["| rank | optimizer | meta-loss | final f | best f | diverged |",
+                 "|" + "---|" * 6]
+        for r in rows:
+            name = METHOD_STYLE.get(r["optimizer"], {}).get("label", r["optimizer"])
+            lines.append(
+                f"| {r['rank']} | {name} | {pm(r['meta_loss_mean'], r['meta_loss_std'])} "
+                f"| {pm(r['final_mean'], r['final_std'])} "
+                f"| {pm(r['best_mean'], r['best_std'])} | {r['n_diverged']}/{r['n_seeds']} |")
+        return "\n".join(lines)
     head = ("| problem | net | B | T | optimizer | rank | meta-loss | final f | best f "
             "| diverged |")
     lines = [head, "|" + "---|" * 10]

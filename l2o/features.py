@@ -19,7 +19,7 @@ zero whenever one of its time indices is negative):
 The per-coordinate state is ``s_t^j = [x_j(t), F_0..F_24, G_0^j..G_24^j, R_0^j..R_24^j]``
 (``dX = 76``).  ``F`` depends on no coordinate: the global scalars are replicated into
 every coordinate's block, so that the state keeps the block structure convolutional GPS
-needs (method-notes D1, D2).
+needs (book/design.md, D1, D2).
 
 Observation features at step ``t`` (``Ψ``, three per coordinate)::
 
@@ -44,7 +44,7 @@ it changes).
 Two readings of the paper need a choice, both configurable in :class:`FeatureConfig`:
 
 * the gradient family is written with ``i = 0..25`` while the other two stop at 24;
-  method-notes D1 treats this as a typo (``n_grad_terms = 25``, option 26);
+  design decision D1 (book/design.md) reads this as a typo (``n_grad_terms = 25``, option 26);
 * one text copy puts a bar only on the second term of ``F_i``; the other copy, and the
   wording "relative change in the average recent objective value", put bars on both
   (``objective_form = "both_averaged"``, option ``"first_raw"``).
@@ -92,7 +92,7 @@ class FeatureConfig:
             (``i = 0..H−1``; paper: 25).
         stride: spacing ``S`` of the look-back in steps (paper: 5).
         window: steps averaged by ``x̄, ḡ, f̄`` (paper: 3).
-        n_grad_terms: terms of the gradient family.  25 (method-notes D1: the paper's
+        n_grad_terms: terms of the gradient family.  25 (book/design.md, D1: the paper's
             upper index 25 read as a typo) or 26 (the literal ``i = 0..25``).
         objective_form: ``"both_averaged"`` (bars on both terms of ``F_i``, default) or
             ``"first_raw"`` (``f̂(t−Si)`` not averaged).

@@ -572,8 +572,13 @@ def plot_figure(fd: FigureData, **panel_kw):
 
 
 def tables_markdown(fd: FigureData) -> str:
-    """One summary table per panel, as Markdown."""
-    return "\n\n".join(f"**{fd.names[d]}**\n\n" + experiments.format_summary(fd.tables[d])
+    """One summary table per panel, as Markdown: a heading with the panel's dataset and
+    setting, then the compact table of :func:`l2o.experiments.format_summary`."""
+    st = fd.setting
+    setting = (f"{st['n_in']}-{st['n_hidden']} net, minibatch {st['batch_size']}, "
+               f"T = {st['horizon']}")
+    return "\n\n".join(f"**{fd.names[d]}**, {setting}\n\n"
+                       + experiments.format_summary(fd.tables[d], compact=True)
                        for d in fd.datasets)
 
 

@@ -53,7 +53,8 @@ COST_FEATURES = ("all", "x_grad")
 
 @dataclass(frozen=True)
 class GPSConfig:
-    """Hyperparameters of convolutional GPS-BADMM (defaults: method-notes §1.5)."""
+    """Hyperparameters of convolutional GPS-BADMM (defaults: the GPS code's where it has
+    one; the table and the reasons are in book/design.md)."""
 
     horizon: int = 400                # T, paper: 400
     num_samples: int = 20             # trajectories of ψ per iteration, N
@@ -62,9 +63,9 @@ class GPSConfig:
     coords_per_group: int = 128       # coordinates of a group stored per trajectory for fitting
     cost_subset: int = 10_000         # training examples used for the true cost during GPS (0 = all)
     kl_step: float = 0.2              # ε = kl_step · step_mult · T
-    min_step_mult: float = 0.01
+    min_step_mult: float = 0.01       # floor of the trust region's step multiplier
     max_step_mult: float = 2.0         # GPS: 10; see chapter 6 (multipliers ≥ 4 blew up ψ)
-    init_eta: float = 1.0
+    init_eta: float = 1.0             # first η of the dual descent (then the previous one)
     init_nu: float = 0.1              # initial ν_t, in the units of nu_units
     nu_units: str = "eta"             # "eta": init_nu × the η an uncoupled ψ-step needs
                                       # (ν in the cost's units); "absolute": GPS's
@@ -81,7 +82,7 @@ class GPSConfig:
     cost_window: int = 10             # the cost fit pools steps t ± cost_window
     cost_features: str = "all"        # regressors of the cost fit: "all" or "x_grad"
                                       # (x_j and its gradient features)
-    dynamics_regularization: float = 1e-3
+    dynamics_regularization: float = 1e-3  # ridge on the (s, a) block, relative to each variance
     prior: str = "window"             # dynamics prior: "window" (neighbouring steps) or "gmm"
     prior_strength: float = 150.0     # pseudo-points of the NIW prior (≈ dim of [s, a, s'])
     prior_window: int = 3             # half-width of the "window" prior, in steps
@@ -90,14 +91,14 @@ class GPSConfig:
     cost_ridge: float = 0.1            # ridge of the cost fit, in correlation units
     policy_steps: int = 200           # Adam steps on π per inner iteration (per group)
     policy_batch: int = 64            # coordinate sequences per Adam step
-    policy_lr: float = 1e-3
-    policy_clip: float = 1.0
+    policy_lr: float = 1e-3           # Adam step of the θ-step
+    policy_clip: float = 1.0          # gradient-norm clip of the θ-step
     policy_window: int = 50           # truncated BPTT window for π (0: whole sequences)
-    pretrain_steps: int = 500         # imitation of ψ0 before BADMM (method-notes D7)
+    pretrain_steps: int = 500         # imitation of ψ0 before BADMM (book/design.md, D7)
     init_var_floor: float = 0.3       # G0 ≥ (init_var_floor · RMS teacher action)^2
-    min_action_var: float = 1e-12
+    min_action_var: float = 1e-12     # floor of ψ's action variance
     eval_samples: int = 4             # π-only rollouts per iteration (diagnostics)
-    seed: int = 0
+    seed: int = 0                     # samples, stored coordinates, π's initialisation
 
     def __post_init__(self):
         if self.policy_window < 0:
@@ -305,7 +306,7 @@ def pi_actor(problem: MLPProblem, policy: LSTMPolicy):
 
 
 def teacher_actor(lr: float, momentum: float):
-    """``act`` for :func:`rollout` following momentum SGD, the teacher ψ0 (method-notes D7)."""
+    """``act`` for :func:`rollout` following momentum SGD, the teacher ψ0 (book/design.md, D7)."""
 
     def act(t, s, o, g, state):
         v = -g if state is None else momentum * state - g
@@ -332,7 +333,8 @@ def adam_teacher_actor(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps
     return act
 
 
-#: Teachers ψ0 can start from, by name (method-notes D7 recommends momentum).
+#: Teachers ψ0 can start from, by name (momentum by default: design decision D7,
+#: book/design.md).
 TEACHERS = ("momentum", "adam")
 
 
@@ -633,7 +635,7 @@ class ConvolutionalGPS:
 
     # --------------------------------------------------------------- initialisation
     def initialize(self) -> dict:
-        """ψ0 from the teacher's rollouts and π pre-trained to imitate it (method-notes D7)."""
+        """ψ0 from the teacher's rollouts and π pre-trained to imitate it (book/design.md, D7)."""
         cfg, T = self.cfg, self.cfg.horizon
         t0 = time.perf_counter()
         stored = _coord_choice(self.problem, cfg.coords_per_group, self.np_rng)

@@ -6,9 +6,9 @@ the gradient of each coordinate to a step for that coordinate:
     x_{t+1} = x_t + Delta_t,   (Delta_t^j, h_{t+1}^j) = m(grad_j f_hat(x_t), h_t^j; phi).
 
 Li & Malik (2017) use it as the "L2LBGDBGD" baseline, meta-trained on the same
-MNIST-48 objective, horizon and batch size as their own method (method-notes §2).
+MNIST-48 objective, horizon and batch size as their own method (book/design.md).
 
-What this module fixes (method-notes §2, "For this reproduction"):
+What this module fixes (the L2L baseline in book/design.md):
 
 * **Network** :class:`L2LNet` -- a two-layer LSTM with 20 units per layer and a linear
   20 -> 1 head, applied to every coordinate independently with the *same* weights for
@@ -127,7 +127,7 @@ NET_FIELDS = ("hidden_size", "num_layers", "preprocess_p", "output_scale")
 # ----------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class L2LConfig:
-    """Hyperparameters of the L2L optimizer and its meta-training (method-notes §2).
+    """Hyperparameters of the L2L optimizer and its meta-training (book/design.md).
 
     Network (these four define a trained net, see :data:`NET_FIELDS`):
         hidden_size: units per LSTM layer (paper and code: 20).
@@ -143,7 +143,7 @@ class L2LConfig:
         lr: Adam learning rate of the meta-optimizer (code: 1e-3).
         max_grad_norm: clip the global norm of each meta-gradient to this value
             (``None``: no clipping; the original code does not clip, PyTorch
-            re-implementations do, see method-notes §2).
+            re-implementations do, see book/design.md).
         eval_every: evaluate on the validation trajectories every this many epochs
             (the original code: every 1000 epochs of 100 steps).
         eval_seeds: seeds of the held-out validation trajectories.

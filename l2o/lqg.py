@@ -1,4 +1,5 @@
-"""LQG under a KL trust region: the ψ update of GPS-BADMM (paper §3.4; method-notes §1.3, §6).
+"""LQG under a KL trust region: the ψ update of GPS-BADMM (paper §3.4;
+book/03_gps; book/design.md).
 
 Everything here is float64 numpy and acts on **one coordinate group**: a time-varying
 linear-Gaussian problem with per-coordinate state ``x ∈ R^dX`` and action ``u ∈ R^dU``
@@ -401,7 +402,7 @@ class _AugmentedParts:
 def augmented_cost(cost: QuadraticCost, lam: np.ndarray | None, eta: float,
                    prev_policy: LinearGaussianPolicy, nu: np.ndarray | float | None = None,
                    pi_lin: LinearGaussianPolicy | None = None) -> QuadraticCost:
-    """Cost of the BADMM ψ update, normalised per step (method-notes §1.3, §6).
+    """Cost of the BADMM ψ update, normalised per step (book/03_gps; book/design.md).
 
     The ψ-subproblem (paper §3.4, η-update with the KL trust region as a Lagrangian)
 
@@ -434,7 +435,7 @@ def augmented_cost(cost: QuadraticCost, lam: np.ndarray | None, eta: float,
 def backward_pass(dyn: LinearGaussianDynamics, fcost: QuadraticCost, eta: float,
                   nu: np.ndarray | float | None = None, min_var: float = 0.0,
                   restrict: StateProjection | None = None) -> LinearGaussianPolicy:
-    """Maximum-entropy LQR recursion on the augmented cost (method-notes §1.3).
+    """Maximum-entropy LQR recursion on the augmented cost (the GPS machinery of book/design.md).
 
     With multiplier m_t = (η + ν_{t+1}) / (η + ν_t) (the ratio of the per-step weights of
     :func:`augmented_cost`), for t = T-1, …, 0:

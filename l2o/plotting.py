@@ -1,9 +1,24 @@
 """One figure style for the whole book: colours, labels, loss curves and the 3-panel layout.
 
-Every figure of the book goes through this module so that a method has the same colour
-and label in every chapter (:data:`METHOD_STYLE`), every figure has the same fonts and
-sizes (:func:`use_style`), and divergence is drawn the same way everywhere
+Every figure of the book goes through this module so that a method has the same colour,
+line style, marker and label in every chapter (:data:`METHOD_STYLE`), every figure has the
+same fonts, sizes and resolution (:func:`use_style`), legends sit outside the data
+(:func:`legend_outside`), and divergence is drawn the same way everywhere
 (:func:`plot_curves`).
+
+Colours
+    The Okabe-Ito palette, which stays distinguishable under the common forms of colour
+    blindness, plus grey for the ninth method. Colour is never the only cue: each method
+    also has its own line style and marker, so the nine curves stay apart in greyscale
+    (markers are spread along a curve with ``markevery``, at offsets that differ between
+    methods). Series that are not methods (groups, runs, phases) take the same palette in
+    the order of :data:`SERIES_COLORS`, each with its own line style
+    (``axes.prop_cycle``).
+
+Resolution
+    Figures render at :data:`DPI` dots per inch (inline PNG), and their sizes are chosen
+    for the book's text column (about 7 inches on a 1280-pixel screen), so that tick
+    labels print at 10 points or more there.
 
 Curves
     A *curve* is the true objective ``f(x_t)`` of one run at the plotted steps. The curves
@@ -38,32 +53,55 @@ __all__ = [
     "XLABEL",
     "YLABEL",
     "CurveSummary",
+    "DPI",
+    "OKABE_ITO",
+    "SERIES_COLORS",
     "use_style",
     "method_style",
+    "legend_outside",
     "summarize_curves",
     "plot_curves",
     "figure_panels",
 ]
 
-#: Colour, label and line of every method, fixed across all figures. The learned
-#: optimizers are drawn solid and on top, Predicted Step Descent thickest.
+#: The Okabe-Ito colours (Okabe & Ito 2008), safe for colour-blind readers.
+OKABE_ITO: dict[str, str] = {
+    "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00",
+    "reddish purple": "#CC79A7", "black": "#000000",
+}
+#: Colours of series that are not methods, in order (``C0``, ``C1``, ...): the palette
+#: without yellow, which is faint as a thin line on white, then grey.
+SERIES_COLORS: tuple[str, ...] = (
+    OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["bluish green"],
+    OKABE_ITO["reddish purple"], OKABE_ITO["orange"], OKABE_ITO["sky blue"],
+    OKABE_ITO["black"], "#999999")
+_SERIES_LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)),
+                      (0, (1, 1)), (0, (8, 2)))
+
+#: Colour, line style, marker and label of every method, fixed across all figures. The
+#: learned optimizers are drawn on top, Predicted Step Descent thickest. Yellow (the
+#: least visible colour) goes to conjugate gradient, whose curve is the flattest, with
+#: dark-edged markers.
 METHOD_STYLE: dict[str, dict[str, Any]] = {
-    "sgd": dict(label="SGD", color="#1f77b4", linestyle="-", linewidth=1.4, zorder=2),
-    "momentum": dict(label="Momentum", color="#17becf", linestyle="-", linewidth=1.4,
-                     zorder=2),
-    "cg": dict(label="Conjugate gradient", color="#8c564b", linestyle="--", linewidth=1.4,
-               zorder=2),
-    "lbfgs": dict(label="L-BFGS", color="#9467bd", linestyle="--", linewidth=1.4,
-                  zorder=2),
-    "adam": dict(label="Adam", color="#ff7f0e", linestyle="-", linewidth=1.4, zorder=2),
-    "adagrad": dict(label="AdaGrad", color="#2ca02c", linestyle="-.", linewidth=1.4,
-                    zorder=2),
-    "rmsprop": dict(label="RMSprop", color="#e377c2", linestyle="-.", linewidth=1.4,
-                    zorder=2),
-    "l2l": dict(label="L2L (Andrychowicz et al.)", color="#7f7f7f", linestyle="-",
-                linewidth=1.8, zorder=3),
-    "psd": dict(label="Predicted Step Descent", color="#d62728", linestyle="-",
-                linewidth=2.2, zorder=4),
+    "sgd": dict(label="SGD", color=OKABE_ITO["sky blue"], linestyle=":", marker="v",
+                linewidth=1.6, zorder=2),
+    "momentum": dict(label="Momentum", color=OKABE_ITO["blue"], linestyle="--",
+                     marker="^", linewidth=1.4, zorder=2),
+    "cg": dict(label="Conjugate gradient", color=OKABE_ITO["yellow"], linestyle="-.",
+               marker="s", markeredgecolor="0.25", linewidth=1.8, zorder=2),
+    "lbfgs": dict(label="L-BFGS", color=OKABE_ITO["reddish purple"],
+                  linestyle=(0, (3, 1, 1, 1, 1, 1)), marker="D", linewidth=1.4, zorder=2),
+    "adam": dict(label="Adam", color=OKABE_ITO["orange"], linestyle="-", marker="o",
+                 linewidth=1.4, zorder=2),
+    "adagrad": dict(label="AdaGrad", color=OKABE_ITO["bluish green"], linestyle="--",
+                    marker="P", linewidth=1.4, zorder=2),
+    "rmsprop": dict(label="RMSprop", color="#999999", linestyle="-.", marker="X",
+                    linewidth=1.4, zorder=2),
+    "l2l": dict(label="L2L (Andrychowicz et al.)", color=OKABE_ITO["black"],
+                linestyle="-", marker="d", linewidth=1.8, zorder=3),
+    "psd": dict(label="Predicted Step Descent", color=OKABE_ITO["vermillion"],
+                linestyle="-", marker="*", markersize=9, linewidth=2.4, zorder=4),
 }
 
 #: Legend order: hand-engineered methods as in the paper, then the learned ones.
@@ -88,6 +126,9 @@ DIVERGED_LABEL = "(diverged)"
 # Values at least this large stand for +inf inside the quantile computation.
 _INF_SENTINEL = 1e300
 
+#: Resolution of every figure (inline PNG), dots per inch.
+DPI = 160
+
 _RC = {
     # PNG output, mathtext (never LaTeX), sizes readable at the book's column width.
     "text.usetex": False,
@@ -97,11 +138,11 @@ _RC = {
     "axes.labelsize": 11.0,
     "xtick.labelsize": 10.0,
     "ytick.labelsize": 10.0,
-    "legend.fontsize": 9.5,
+    "legend.fontsize": 10.0,
     "legend.frameon": False,
-    "figure.figsize": (6.4, 4.0),
-    "figure.dpi": 100,
-    "savefig.dpi": 150,
+    "figure.figsize": (6.8, 4.0),
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
     "savefig.format": "png",
     "savefig.bbox": "tight",
     "figure.constrained_layout.use": True,
@@ -110,7 +151,7 @@ _RC = {
     "grid.linewidth": 0.6,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "lines.linewidth": 1.5,
+    "lines.linewidth": 1.6,
     "lines.markersize": 6.0,
     "image.cmap": "viridis",
     "svg.hashsalt": "l2o",
@@ -124,8 +165,11 @@ def use_style() -> None:
     of LaTeX, and the font and figure sizes of every figure in the book.
     """
     import matplotlib as mpl
+    from cycler import cycler
 
     mpl.rcParams.update(_RC)
+    mpl.rcParams["axes.prop_cycle"] = (cycler(color=list(SERIES_COLORS))
+                                       + cycler(linestyle=list(_SERIES_LINESTYLES)))
     try:  # inline figures as PNG (not SVG/retina) so that every figure is the same kind
         from IPython import get_ipython
 
@@ -148,6 +192,43 @@ def method_style(method: str) -> dict[str, Any]:
     except KeyError:
         raise KeyError(f"No style for method {method!r}; known methods: "
                        f"{', '.join(METHOD_STYLE)}") from None
+
+
+def legend_outside(target, handles=None, labels=None, where: str = "right", **kwargs):
+    """A legend that never covers data: beside the axes, or below the figure.
+
+    Args:
+        target: an ``Axes`` (legend to its right, top-aligned) or a ``Figure`` (one
+            legend for all panels, outside them; needs constrained layout, the book's
+            default).
+        handles, labels: as for ``legend``; default: the artists' own labels.
+        where: ``"right"`` or ``"below"`` (figure legends; ``"right"`` for an axes).
+        kwargs: passed on (``ncol``, ``title``, ...).
+
+    Returns:
+        The legend.
+    """
+    args = [] if handles is None else [handles, labels]
+    if hasattr(target, "get_legend_handles_labels"):  # an Axes
+        if handles is None:
+            args = list(target.get_legend_handles_labels())
+        return target.legend(*args, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                             borderaxespad=0.0, **kwargs)
+    if handles is None:
+        entries = {}
+        for ax in target.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(lab, h)
+        args = [list(entries.values()), list(entries)]
+    loc = {"right": "outside right upper", "below": "outside lower center"}[where]
+    return target.legend(*args, loc=loc, **kwargs)
+
+
+def _markevery(n_points: int, rank: int, n_marks: int = 8):
+    """Every ``n_points / n_marks``-th point, starting at an offset that depends on
+    ``rank`` so that the markers of different methods do not sit on top of each other."""
+    step = max(1, n_points // n_marks)
+    return (int(step * ((rank % 9) + 0.5) / 9), step)
 
 
 @dataclass(frozen=True)
@@ -277,7 +358,7 @@ def plot_curves(ax, curves_by_method: Mapping[str, Any], steps: Sequence[int] | 
         ylim: ``(bottom, top)``; a None entry is chosen from the data (top: the largest
             starting value plus a margin).
         logy: logarithmic y axis.
-        legend: add a legend to ``ax``.
+        legend: add a legend to the right of ``ax`` (:func:`legend_outside`).
         styles: extra or overriding line styles by method key (for methods outside
             :data:`METHOD_STYLE`, e.g. an ablation); needs at least ``label``.
 
@@ -309,8 +390,10 @@ def plot_curves(ax, curves_by_method: Mapping[str, Any], steps: Sequence[int] | 
         end = len(s.steps) if s.diverged_at is None else s.diverged_at + 1
         x = s.steps[:end].astype(float)
         y = np.minimum(s.median[:end], top)  # the diverged point is drawn at the top edge
-        (line,) = ax.plot(x, y, **{k: v for k, v in style.items() if k != "color"},
-                          color=color)
+        kw = {k: v for k, v in style.items() if k != "color"}
+        if kw.get("marker"):
+            kw.setdefault("markevery", _markevery(len(x), order.index(m)))
+        (line,) = ax.plot(x, y, **kw, color=color)
         color = line.get_color()
         if band is not None and s.n_seeds > 1:
             ok = np.isfinite(s.lower[:end])
@@ -331,7 +414,7 @@ def plot_curves(ax, curves_by_method: Mapping[str, Any], steps: Sequence[int] | 
         if any_diverged:
             handles.append(_diverged_handle())
             labels.append(DIVERGED_LABEL)
-        ax.legend(handles, labels)
+        legend_outside(ax, handles, labels)
     return summaries
 
 
@@ -360,7 +443,8 @@ def figure_panels(curves_by_panel: Mapping[str, Mapping[str, Any]],
         logy: logarithmic y axes.
         ylims: per-panel ``(bottom, top)`` overrides by dataset key.
         band: quantile band, as in :func:`plot_curves`.
-        figsize: default ``(4.3 * n_panels, 3.9)``.
+        figsize: default ``(3.6 * n_panels, 4.4)``: three panels fill the text column
+            with tick labels at 10 points.
         styles: extra line styles, as in :func:`plot_curves`.
 
     Returns:
@@ -378,7 +462,7 @@ def figure_panels(curves_by_panel: Mapping[str, Mapping[str, Any]],
     if len(titles) != len(panels):
         raise ValueError(f"{len(titles)} titles for {len(panels)} panels")
     fig, axes = plt.subplots(1, len(panels), squeeze=False, layout="constrained",
-                             figsize=figsize or (4.3 * len(panels), 3.9))
+                             figsize=figsize or (3.6 * len(panels), 4.4))
     axes = axes[0]
     summaries, entries, diverged = {}, {}, False
     for ax, panel, title in zip(axes, panels, titles):
@@ -395,8 +479,7 @@ def figure_panels(curves_by_panel: Mapping[str, Mapping[str, Any]],
     if diverged:
         handles.append(_diverged_handle())
         labels.append(DIVERGED_LABEL)
-    fig.legend(handles, labels, loc="outside lower center",
-               ncol=min(len(labels), 5))
+    legend_outside(fig, handles, labels, where="below", ncol=min(len(labels), 4))
     if suptitle:
         fig.suptitle(suptitle)
     return fig, axes, summaries

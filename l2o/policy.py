@@ -14,8 +14,8 @@ its own memory::
 with ``g`` the group of coordinate ``j``.  Groups are matched by *role*
 (``hidden_weight``, ``hidden_bias``, ``output_weight``, ``output_bias``;
 :data:`l2o.problems.GROUP_ROLES`), so a policy trained on a 48-48-10 net applies to any
-architecture (method-notes D4).  The output scale ``σ_g`` is set once from the RMS of
-the teacher's actions and then frozen (method-notes D5), which keeps the regression
+architecture (book/design.md, D4).  The output scale ``σ_g`` is set once from the RMS of
+the teacher's actions and then frozen (book/design.md, D5), which keeps the regression
 targets O(1).
 
 :class:`LSTMPolicy` has two batched entry points that compute the same function:
@@ -129,7 +129,7 @@ class PolicyConfig:
         hidden_size: LSTM cells per group (paper: one layer of 128).
         n_inputs: observation features per coordinate (Ψ: 3).
         groups: the group roles, in group-id order.
-        share_across_groups: ``False`` (default, method-notes D4): one LSTM and head per
+        share_across_groups: ``False`` (default, book/design.md, D4): one LSTM and head per
             group.  ``True``: one LSTM and head for all groups, with a one-hot group code
             appended to the input (the ablation of D4).  Standardisation and output
             scale stay per group either way.
@@ -311,7 +311,7 @@ class LSTMPolicy(nn.Module):
             self.fit_normalization(obs, gid, overwrite=overwrite)
 
     def set_output_scale(self, group: int | str, scale: float) -> None:
-        """Set the frozen output scale ``σ_g`` (method-notes D5: RMS of ψ0's actions)."""
+        """Set the frozen output scale ``σ_g`` (book/design.md, D5: RMS of ψ0's actions)."""
         scale = float(scale)
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"Invalid output scale: {scale!r} (must be > 0)")
@@ -644,7 +644,7 @@ class PredictedStepDescent(torch.optim.Optimizer):
     output layer is the one whose outputs no other layer reads, found from the shapes
     (so a head registered first is still the head), else the last weight.  Its weight
     and bias get ``output_weight`` and ``output_bias``; every other weight and bias
-    ``hidden_weight`` and ``hidden_bias`` (method-notes D4).  A bias-free head leaves no
+    ``hidden_weight`` and ``hidden_bias`` (book/design.md, D4).  A bias-free head leaves no
     ``output_bias``.  What the shapes cannot tell (1-D tensors that belong to no layer,
     such as BatchNorm or LayerNorm scales and shifts, which become ``hidden_bias``, or an
     output layer that had to be taken as the last weight) is logged once as a warning

@@ -22,7 +22,7 @@ import torch
 
 GROUP_NAMES = ("W1", "b1", "W2", "b2")
 
-#: Role of each group, used to match groups across architectures (method-notes D4).
+#: Role of each group, used to match groups across architectures (book/design.md, D4).
 GROUP_ROLES = {
     "W1": "hidden_weight",
     "b1": "hidden_bias",
@@ -70,7 +70,7 @@ class MLPProblem:
         n_classes: output units ``c``; default ``y.max() + 1``.
         batch_size: minibatch size ``B`` of the stochastic objective.
         init_std: standard deviation of the Gaussian initial weights
-            (method-notes D8: weights ``N(0, init_std^2)``, biases zero).
+            (book/design.md, D8: weights ``N(0, init_std^2)``, biases zero).
         name: a label used in results and figures.
         chunk: rows of the training set evaluated at once by :meth:`true_loss`.
     """
@@ -146,7 +146,7 @@ class MLPProblem:
     def init(self, generator: torch.Generator, n: int | None = None) -> torch.Tensor:
         """Draw initial iterates ``x0 ~ D``: ``(dim,)`` or ``(n, dim)``.
 
-        Weights are ``N(0, init_std^2)``, biases are zero (method-notes D8).
+        Weights are ``N(0, init_std^2)``, biases are zero (book/design.md, D8).
         """
         shape = (self.dim,) if n is None else (n, self.dim)
         theta = torch.randn(shape, generator=generator, dtype=self.dtype) * self.init_std

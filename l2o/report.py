@@ -1,6 +1,6 @@
 """The reproduction report: each claim of the paper as a computed check, and the deviations.
 
-Li & Malik (2017, section 4) describe their Figures 1-5 in words only (method-notes §5).
+Li & Malik (2017, section 4) describe their Figures 1-5 in words only.
 Every sentence of that kind becomes a :class:`ClaimCheck` here: a test applied to the runs
 of one figure (:class:`l2o.figures.FigureData`), once per *case* the sentence covers (a
 panel, or a method on a panel), whose outcome gives the verdict through
@@ -581,8 +581,8 @@ def _cell(text: str) -> str:
 
 
 def claims_markdown(checks: Sequence[ClaimCheck]) -> str:
-    """One Markdown table: # | claim | where | evidence (computed) | verdict."""
-    lines = ["| # | claim | where | evidence (computed) | verdict |",
+    """One Markdown table: # | claim | paper figure | evidence (computed) | verdict."""
+    lines = ["| # | claim | paper figure | evidence (computed) | verdict |",
              "|---|---|---|---|---|"]
     for i, c in enumerate(checks, start=1):
         lines.append(f"| {i} | {_cell(c.claim)} | {_cell(c.where)} | {_cell(c.evidence)} "
@@ -744,7 +744,7 @@ def deviations(s: Setup) -> list[Deviation]:
 
     Covers the data (faces, CIFAR subsets), the two baselines whose form the paper
     leaves open (CG, L-BFGS) and the tuning, the meta-training budgets of PSD and L2L,
-    the design choices D1-D8, D10 and D12 of method-notes §1.6 as implemented, the
+    the design choices D1-D8, D10 and D12 of book/design.md as implemented, the
     divergence rule and our readings of the qualitative claims, a reduced-scale run
     of this report, and Figure 5's continuation.
     """

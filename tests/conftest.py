@@ -20,3 +20,12 @@ def data_dir() -> Path:
     if not path.exists():
         pytest.skip(f"prepared datasets not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The real book, built once per session into a temporary folder (warnings are errors,
+    the HTML is checked); used by the build test and the browser test."""
+    from l2o import book
+
+    return book.build_book(path_output=tmp_path_factory.mktemp("book"))

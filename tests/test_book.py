@@ -192,6 +192,9 @@ def test_html_problems(tiny_book, tmp_path):
     (html / "index.html").write_text("<html></html>")
     for name in book.toc_docnames(toc):
         (html / f"{name}.html").write_text("<p>text</p>")
+    assert any("mathjax" in p for p in book.html_problems(html, toc))
+    (html / book.MATHJAX_URL).parent.mkdir(parents=True)
+    (html / book.MATHJAX_URL).write_text("/* MathJax */")
     assert book.html_problems(html, toc) == []  # the notebooks have no images
     nb = _notebook()
     nb.cells[2].outputs.append(new_output("display_data", data={"image/png": "iVBORw0K",
@@ -207,9 +210,123 @@ def test_cli_rejects_unknown_chapter(caplog):
     assert book.main(["check", "99_nothing"]) == 2
 
 
+def _page(body: str) -> str:
+    return f"<html><head><title>\\(x\\)</title></head><body><main>{body}</main></body></html>"
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("<p>| a | b |\n|---|---|\n| 1 | 2 |</p>", "starts with '|'"),
+    ("<p>the step <em>\\(\\Delta x\\)</em> is raw</p>", "TeX outside"),
+    ("<p>a cost $\\psi$ in prose</p>", "TeX outside"),
+    ("<li>the ratio \\frac{a}{b}</li>", "TeX outside"),
+    ("<p><span class=\"pasted-text\">$x_t$</span></p>", "TeX outside"),
+])
+def test_html_text_problems_finds_raw_tables_and_tex(body, problem):
+    found = book.html_text_problems(_page(body), "page")
+    assert any(problem in p for p in found), found
+
+
+@pytest.mark.parametrize("body", [
+    "<p>a step <span class=\"math notranslate nohighlight\">\\(\\Delta x\\)</span></p>",
+    "<div class=\"math notranslate nohighlight\">\\[x^{(t)}\\]</div>",
+    "<div class=\"highlight\"><pre>glue(\"a\", r\"$\\psi$\")</pre></div>",
+    "<p>code <code>\\alpha</code> and prices of $5 and $6</p>",
+    "<table><tr><td>| not a paragraph</td></tr></table><p>text | with a pipe</p>",
+])
+def test_html_text_problems_accepts_rendered_pages(body):
+    assert book.html_text_problems(_page(body), "page") == []
+
+
+def test_html_problems_flags_a_cdn_mathjax(tiny_book, tmp_path):
+    toc = tiny_book / "_toc.yml"
+    html = tmp_path / "html"
+    (html / "book").mkdir(parents=True)
+    (html / book.MATHJAX_URL).parent.mkdir(parents=True)
+    (html / book.MATHJAX_URL).write_text("/* MathJax */")
+    (html / "index.html").write_text("<html></html>")
+    for name in book.toc_docnames(toc):
+        (html / f"{name}.html").write_text(
+            '<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'
+            '<main><span class="math">\\(x\\)</span></main>')
+    problems = book.html_problems(html, toc)
+    assert len(problems) == len(book.toc_docnames(toc))
+    assert all("CDN" in p for p in problems)
+
+
+def test_vendored_mathjax_is_the_pinned_file():
+    import hashlib
+
+    digest = hashlib.sha256(book.MATHJAX_FILE.read_bytes()).hexdigest()
+    assert digest == book.MATHJAX_SHA256
+    source = (book.MATHJAX_FILE.parent / "SOURCE.txt").read_text(encoding="utf-8")
+    assert book.MATHJAX_SHA256 in source and "mathjax@3.2.2" in source
+    assert (book.MATHJAX_FILE.parent / "LICENSE").exists()
+
+
+def test_config_serves_the_vendored_mathjax_and_myst_tables():
+    import yaml
+
+    cfg = yaml.safe_load((book.ROOT / "_config.yml").read_text(encoding="utf-8"))
+    sphinx = cfg["sphinx"]["config"]
+    static = book.ROOT / sphinx["html_static_path"][0]
+    assert (static / sphinx["mathjax_path"]).resolve() == book.MATHJAX_FILE.resolve()
+    assert book.MATHJAX_URL.endswith(sphinx["mathjax_path"])
+    assert sphinx["nb_render_markdown_format"] == "myst"
+    assert not (book.ROOT / "_static").exists(), (
+        "Jupyter Book loads every .js under a root _static/ on every page")
+    toc = yaml.safe_load(book.TOC_PATH.read_text(encoding="utf-8"))
+    numbered = [part["caption"] for part in toc["parts"] if part.get("numbered")]
+    assert numbered == ["Chapters"]
+
+
+def test_parse_overrides_reads_yaml_values():
+    assert book.parse_overrides([["kl_step", "1.0"], ["datasets", "[mnist, cifar10]"],
+                                 ["dataset", "cifar10"]]) == {
+        "kl_step": 1.0, "datasets": ["mnist", "cifar10"], "dataset": "cifar10"}
+    with pytest.raises(ValueError, match="Invalid parameter name"):
+        book.parse_overrides([["not a name", "1"]])
+
+
+def test_cli_refuses_overrides_at_paper_scale():
+    assert book.main(["run", "--scale", "paper", "01", "-p", "seed", "3"]) == 2
+
+
+def test_config_markdown_lists_every_field_with_its_default():
+    import dataclasses
+
+    from l2o.gps import GPSConfig
+
+    table = book.config_markdown("l2o.gps.GPSConfig").splitlines()
+    assert table[0] == "| field | default | meaning |"
+    fields = dataclasses.fields(GPSConfig)
+    assert len(table) == 2 + len(fields)
+    for f, row in zip(fields, table[2:]):
+        assert row.startswith(f"| `{f.name}` | `{f.default!r}` |")
+        assert row.split("|")[3].strip(), f"GPSConfig.{f.name} has no description"
+
+
+def test_execution_records_read_provenance_by_scale(tiny_book, tmp_path):
+    toc = tiny_book / "_toc.yml"
+    smoke = tmp_path / "smoke"
+    smoke.mkdir()
+    nb = _notebook()
+    nb.metadata[book.PROVENANCE_KEY]["scale"] = "smoke"
+    nb.metadata[book.PROVENANCE_KEY]["wall_time_s"] = 2.5
+    nbformat.write(nb, smoke / "01_first.ipynb")
+    recs = book.execution_records(toc, smoke)
+    assert [r["chapter"].id for r in recs] == ["01", "02"]
+    assert recs[0]["paper"]["wall_time_s"] == 1.0 and recs[0]["smoke"]["wall_time_s"] == 2.5
+    assert recs[1]["smoke"] is None
+    chapters_md, results_md = book.execution_markdown(toc, tmp_path / "no-results", smoke)
+    assert "| {doc}`01 <01_first>` | 1.0 s |" in chapters_md
+    assert "2.5 s" in chapters_md and results_md.count("\n") == 1
+
+
 # ------------------------------------------------------------ plotting
 def test_method_styles_are_fixed_and_distinct():
     from l2o.plotting import METHOD_STYLE
+
+    from l2o.plotting import OKABE_ITO
 
     labels = {m: s["label"] for m, s in METHOD_STYLE.items()}
     assert labels == {
@@ -218,6 +335,52 @@ def test_method_styles_are_fixed_and_distinct():
         "l2l": "L2L (Andrychowicz et al.)", "psd": "Predicted Step Descent"}
     colors = [s["color"] for s in METHOD_STYLE.values()]
     assert len(set(colors)) == len(colors)
+    # colour-blind safe: the Okabe-Ito colours, plus one grey
+    assert len(set(colors) - set(OKABE_ITO.values())) <= 1
+    # and apart in greyscale: no two methods share a marker, nor line style and width
+    markers = [s["marker"] for s in METHOD_STYLE.values()]
+    assert len(set(markers)) == len(markers)
+    lines = [(str(s["linestyle"]), s["linewidth"]) for s in METHOD_STYLE.values()]
+    assert len(set(lines)) >= 6
+
+
+def test_style_is_high_resolution_and_colour_blind_safe():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from l2o import plotting
+
+    plotting.use_style()
+    assert matplotlib.rcParams["figure.dpi"] >= 150
+    assert matplotlib.rcParams["savefig.dpi"] >= 150
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()
+    assert list(cycle["color"]) == [c.lower() for c in plotting.SERIES_COLORS] or \
+        list(cycle["color"]) == list(plotting.SERIES_COLORS)
+    assert len(set(map(str, cycle["linestyle"]))) == len(cycle["linestyle"])
+
+
+def test_legend_outside_keeps_the_data_clear():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from l2o import plotting
+
+    plotting.use_style()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [3, 2, 1], label="a")
+    leg = plotting.legend_outside(ax)
+    fig.canvas.draw()
+    box, frame = leg.get_window_extent(), ax.get_window_extent()
+    assert box.x0 >= frame.x1  # entirely to the right of the axes
+    fig2, axes = plt.subplots(1, 2)
+    for a in axes:
+        a.plot([0, 1], [0, 1], label="same")
+    leg2 = plotting.legend_outside(fig2, where="below")
+    assert [t.get_text() for t in leg2.get_texts()] == ["same"]
+    plt.close(fig)
+    plt.close(fig2)
 
 
 def test_summarize_curves_counts_diverged_seeds_as_infinite():
@@ -267,10 +430,11 @@ def test_plot_curves_marks_divergence_and_panels_are_labelled():
 
 # ------------------------------------------------------------ the build
 @pytest.mark.book
-def test_book_builds_with_every_page_and_figure(tmp_path):
-    html = book.build_book(path_output=tmp_path)
-    assert html == tmp_path / "_build" / "html"
+def test_book_builds_with_every_page_and_figure(built_book):
+    html = built_book
+    assert html.name == "html" and html.parent.name == "_build"
     assert (html / "index.html").exists()
+    assert (html / book.MATHJAX_URL).is_file()  # math typesets offline
     for docname in book.toc_docnames():
         assert (html / f"{docname}.html").exists(), docname
     for chapter in book.chapters():

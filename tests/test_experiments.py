@@ -416,6 +416,9 @@ def test_summary_table_statistics_and_ranks():
     assert rows["c"]["best_mean"] == pytest.approx(0.55)  # min 0.1 before divergence, and 1
     table = format_summary(summary_table(results))
     assert table.count("\n") == 2 + 3 - 1 and "1/2" in table
+    compact = format_summary(summary_table(results), compact=True).splitlines()
+    assert compact[0] == "| rank | optimizer | meta-loss | final f | best f | diverged |"
+    assert len(compact) == 2 + 3 and all(line.count("|") == 7 for line in compact)
 
 
 def test_grid_cli_on_real_data(data_dir, tmp_path, capsys):

@@ -11,6 +11,7 @@ copy, not in ``book/``: chapters must not depend on the working directory.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,72 @@ def test_chapter_smoke_nbval(chapter, tmp_path):
         f"nbval found differences in {chapter.name} at smoke scale:\n"
         f"{result.stdout[-8000:]}\n{result.stderr[-2000:]}")
     assert " passed" in result.stdout, result.stdout[-2000:]
+
+
+# ------------------------------------------------------------ reader services
+_RUN_COMMAND = re.compile(r"python -m l2o\.book run --scale smoke((?: \w+)+)((?: -p \S+ (?:\"[^\"]*\"|\S+))*)")
+
+
+def _last_markdown(nb):
+    return next(c for c in reversed(nb.cells) if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=_ids(CHAPTERS))
+def test_chapter_ends_with_things_to_try(chapter):
+    """3-5 exercises, each with its answer (solution or expected outcome) folded away."""
+    nb = nbformat.read(chapter.path, as_version=4)
+    last = _last_markdown(nb).source
+    assert "## Things to try" in last, f"{chapter.name} does not end with 'Things to try'"
+    items = re.findall(r"^\d+\. \*\*", last, flags=re.M)
+    answers = re.findall(r":::\{admonition\} (?:Solution|What to expect)\n\s*:class: dropdown",
+                         last)
+    assert 3 <= len(items) <= 5, f"{chapter.name}: {len(items)} things to try"
+    assert len(answers) == len(items), f"{chapter.name}: every item needs a folded answer"
+
+
+def test_exercise_commands_name_declared_parameters():
+    """Every `python -m l2o.book run --scale smoke NN -p NAME VALUE` in the book names
+    chapters that exist and parameters their `parameters` cells declare."""
+    by_id = {c.id: c for c in CHAPTERS}
+    seen = 0
+    for chapter in CHAPTERS:
+        nb = nbformat.read(chapter.path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "markdown":
+                continue
+            for ids, params in _RUN_COMMAND.findall(cell.source):
+                names = re.findall(r"-p (\S+)", params)
+                for cid in ids.split():
+                    assert cid in by_id, f"{chapter.name}: no chapter {cid}"
+                    declared = book.notebook_defaults(by_id[cid].path)
+                    unknown = set(names) - set(declared)
+                    assert not unknown, f"{chapter.name}: {cid} does not declare {unknown}"
+                seen += 1
+    assert seen >= len(CHAPTERS)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=_ids(CHAPTERS))
+def test_figures_have_alt_text_and_folded_code(chapter):
+    """A cell that draws a figure has a caption, a real alt text and its code folded."""
+    nb = nbformat.read(chapter.path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        images = [o for o in cell.get("outputs", []) if any(
+            k.startswith("image/") for k in o.get("data", {}))
+            and "scrapbook" not in o.get("metadata", {})]
+        if not images:
+            continue
+        meta = cell.metadata.get("mystnb", {})
+        alt = meta.get("image", {}).get("alt", "")
+        assert meta.get("figure", {}).get("caption"), f"{chapter.name} cell {i}: no caption"
+        assert len(alt) > 40 and not alt.endswith(".png"), f"{chapter.name} cell {i}: alt"
+        tags = set(cell.metadata.get("tags", []))
+        assert tags & {"hide-input", "remove-input"}, f"{chapter.name} cell {i}: code shown"
+
+
+def test_no_reference_to_unpublished_notes():
+    """Design decisions are referenced in the book's appendix, not in private notes."""
+    pattern = re.compile(r"method[- ]notes", re.I)
+    for path in list(book.BOOK_DIR.glob("*.ipynb")) + list(book.BOOK_DIR.glob("*.md")) \
+            + list((book.ROOT / "l2o").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert not pattern.search(text), f"{path.name} refers to the method notes"

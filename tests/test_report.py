@@ -252,7 +252,7 @@ def test_paper_claims_covers_what_the_figures_allow():
 def test_markdown_tables():
     checks = report.paper_claims(_all_figures())
     md = report.claims_markdown(checks).splitlines()
-    assert md[0].startswith("| # | claim | where | evidence") and len(md) == 2 + len(checks)
+    assert md[0].startswith("| # | claim | paper figure | evidence") and len(md) == 2 + len(checks)
     assert all(line.count(" | ") == 4 for line in md[2:])
     odd = report.ClaimCheck("a | b", "w", "PSD", "e", (True,), "t")
     assert "a \\| b" in report.claims_markdown([odd])
