@@ -10,6 +10,7 @@ Two modes; both print numbers and assert nothing.
   (e.g. ``results/psd/history.json``), without running anything.
 
     python scripts/bench_gps.py [--iterations 1] [--samples 20] [--policy-steps 200]
+                                [--teacher adam|momentum] [--grad-scale rms|offset]
     python scripts/bench_gps.py --history results/psd/history.json
 """
 
@@ -65,9 +66,10 @@ def main():
     ap.add_argument("--policy-steps", type=int, default=GPSConfig().policy_steps)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--horizon", type=int, default=400)
-    ap.add_argument("--grad-scale", default="offset", choices=("offset", "rms"))
-    ap.add_argument("--adam-lr", type=float, default=None,
-                    help="use an Adam teacher with this step instead of tuned momentum")
+    ap.add_argument("--grad-scale", default="rms", choices=("offset", "rms"),
+                    help="as `python -m l2o.gps train` (default rms)")
+    ap.add_argument("--teacher", default="adam", choices=("adam", "momentum"),
+                    help="the tuned teacher, as `python -m l2o.gps train` (default adam)")
     a = ap.parse_args()
     target = GPSConfig().num_iterations
     if a.history:
@@ -79,9 +81,9 @@ def main():
     P = make_problem("mnist", 48, 48, batch_size=64)
     cfg = GPSConfig(horizon=a.horizon, num_samples=a.samples, num_iterations=a.iterations,
                     policy_steps=a.policy_steps)
-    teacher = dict(baselines.default_hparams("momentum"))
-    if a.adam_lr is not None:
-        teacher = {"name": "adam", "lr": a.adam_lr}
+    hp = dict(baselines.default_hparams(a.teacher))
+    teacher = ({"name": "adam", "lr": float(hp["lr"])} if a.teacher == "adam" else
+               {"lr": float(hp["lr"]), "momentum": float(hp.get("momentum", 0.0))})
     gps = ConvolutionalGPS(P, cfg, FeatureConfig(grad_scale=a.grad_scale), PolicyConfig(), teacher)
     t0 = time.perf_counter()
     gps.initialize()
