@@ -64,17 +64,21 @@ def figure_results(figure: int, seeds: Sequence[int] = experiments.EVAL_SEEDS,
                    datasets: Sequence[str] = experiments.FIGURE_DATASETS,
                    horizon: int | None = None, results_dir=experiments.GRID_DIR,
                    learned_dir=LEARNED_DIR, psd_file=PSD_FILE, l2l_file=L2L_FILE,
-                   workers: int = 2, progress: bool = False) -> dict[str, list]:
+                   workers: int = 2, progress: bool = False,
+                   extras: Sequence[str] = ()) -> dict[str, list]:
     """``{dataset: [RunResult, ...]}`` of all nine optimizers in the setting of ``figure``.
 
     ``horizon`` overrides the figure's (smoke runs; Figure 5 beyond 800 steps).
+    ``extras`` adds registry optimizers beyond the paper's seven as extra rows (e.g.
+    :data:`l2o.baselines.EXTRA_BASELINES`); they then take part in every rank of the
+    panel, so the default, none, keeps the nine methods the verdicts are about.
     """
     setting = dict(experiments.FIGURES[figure])
     if horizon is not None:
         setting["horizon"] = int(horizon)
     specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
                                         setting["batch_size"], setting["horizon"], o, s)
-             for d in datasets for o in BASELINES for s in seeds]
+             for d in datasets for o in (*BASELINES, *extras) for s in seeds]
     base = experiments.run_grid(specs, results_dir, workers=workers, progress=progress)
     out = {d: [r for r, sp in zip(base, specs) if sp.dataset == d] for d in datasets}
     tasks = [(name, d, setting, list(seeds), Path(f), Path(learned_dir))

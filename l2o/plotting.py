@@ -60,13 +60,20 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
                     zorder=2),
     "rmsprop": dict(label="RMSprop", color="#e377c2", linestyle="-.", linewidth=1.4,
                     zorder=2),
+    # Beyond the paper: the line-search variants, dotted, in their fixed-step
+    # counterparts' hue family.
+    "lbfgs_wolfe": dict(label="L-BFGS, strong Wolfe", color="#4b2a7b", linestyle=":",
+                        linewidth=1.6, zorder=2),
+    "cg_pr_wolfe": dict(label="CG (PR+), strong Wolfe", color="#bcbd22", linestyle=":",
+                        linewidth=1.6, zorder=2),
     "l2l": dict(label="L2L (Andrychowicz et al.)", color="#7f7f7f", linestyle="-",
                 linewidth=1.8, zorder=3),
     "psd": dict(label="Predicted Step Descent", color="#d62728", linestyle="-",
                 linewidth=2.2, zorder=4),
 }
 
-#: Legend order: hand-engineered methods as in the paper, then the learned ones.
+#: Legend order: hand-engineered methods as in the paper, the line-search extras, then
+#: the learned ones.
 METHOD_ORDER: tuple[str, ...] = tuple(METHOD_STYLE)
 
 #: Panel titles of the paper's 3-panel figures, by dataset key.
