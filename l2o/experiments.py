@@ -683,7 +683,8 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
       divergence flags and iterates;
     * ``chosen.json``: ``{"hparams": {name: best}, "details": {...}, ...}``, which
       :func:`l2o.baselines.make_optimizer` reads as its defaults;
-    * ``provenance.json``: command, git commit, seeds, wall time, machine.
+    * ``provenance.json``: command, git commit, seeds, wall time, machine; after a
+      merge, the folder's previous ``provenance.json`` nested under ``previous``.
 
     Args:
         problem: objective; default the MNIST 48-48-10 net, minibatch 64
@@ -871,6 +872,8 @@ def _write_tuning(out: Path, result: dict, objective: dict, seeds, horizon) -> N
                 note="meta_loss = sum_{t=1..T} f(x_t); null = +inf (diverged)")
     merged = sorted(set(old_chosen.get("hparams", {})) - set(result["chosen"]))
     provenance = dict(result["provenance"], merged_from_previous=merged)
+    if merged:  # the kept entries' own record (and, nested, the ones before it)
+        provenance["previous"] = _read_json(out / "provenance.json")
     for fname, payload in (("grid.json", grid), ("chosen.json", chosen),
                            ("provenance.json", provenance)):
         tmp = out / (fname + ".tmp")

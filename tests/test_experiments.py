@@ -241,6 +241,8 @@ def test_tune_merges_with_previous_entries(tmp_path):
     assert chosen["hparams"] == {"sgd": {"lr": 0.1}, "adam": {"lr": 0.01}}
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["merged_from_previous"] == ["sgd"]
+    assert prov["optimizers"] == ["adam"] and prov["previous"]["optimizers"] == ["sgd"]
+    assert "previous" not in prov["previous"]
 
 
 def test_tune_in_worker_processes_matches_in_process(tmp_path):
