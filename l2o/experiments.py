@@ -696,7 +696,8 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
       divergence flags and iterates;
     * ``chosen.json``: ``{"hparams": {name: best}, "details": {...}, ...}``, which
       :func:`l2o.baselines.make_optimizer` reads as its defaults;
-    * ``provenance.json``: command, git commit, seeds, wall time, machine.
+    * ``provenance.json``: command, git commit, seeds, wall time, machine; after a
+      merge, the folder's previous ``provenance.json`` nested under ``previous``.
 
     Args:
         problem: objective; default the MNIST 48-48-10 net, minibatch 64
@@ -884,6 +885,8 @@ def _write_tuning(out: Path, result: dict, objective: dict, seeds, horizon) -> N
                 note="meta_loss = sum_{t=1..T} f(x_t); null = +inf (diverged)")
     merged = sorted(set(old_chosen.get("hparams", {})) - set(result["chosen"]))
     provenance = dict(result["provenance"], merged_from_previous=merged)
+    if merged:  # the kept entries' own record (and, nested, the ones before it)
+        provenance["previous"] = _read_json(out / "provenance.json")
     for fname, payload in (("grid.json", grid), ("chosen.json", chosen),
                            ("provenance.json", provenance)):
         tmp = out / (fname + ".tmp")
@@ -996,13 +999,15 @@ def figure_specs(figure: int, seeds: Sequence[int] = EVAL_SEEDS,
     Args:
         figure: 1..5.
         seeds: run seeds (default :data:`EVAL_SEEDS`).
-        optimizers: registry names; default every registered optimizer.
+        optimizers: registry names; default the paper's seven
+            (:data:`l2o.baselines.BASELINES`).  The line-search extras
+            (:data:`l2o.baselines.EXTRA_BASELINES`) and learned optimizers are opt-in.
         datasets: panels.
         **overrides: other :class:`ExperimentSpec` fields (e.g. ``horizon=20``).
     """
     if figure not in FIGURES:
         raise ValueError(f"Invalid figure: {figure!r} (valid: {sorted(FIGURES)})")
-    names = list(OPTIMIZERS) if optimizers is None else list(optimizers)
+    names = list(BASELINES) if optimizers is None else list(optimizers)
     for n in names:
         baselines._entry(n)
     from l2o.data import _canonical
@@ -1369,7 +1374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_grid.add_argument("--figure", type=int, required=True, choices=sorted(FIGURES))
     p_grid.add_argument("--seeds", nargs="+", type=nonnegative_int, default=list(EVAL_SEEDS))
     p_grid.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",
-                        choices=list(OPTIMIZERS), help=f"any of {', '.join(OPTIMIZERS)}")
+                        choices=list(OPTIMIZERS),
+                        help=f"any of {', '.join(OPTIMIZERS)} (default: the paper's seven, "
+                             f"{', '.join(BASELINES)})")
     p_grid.add_argument("--datasets", nargs="+", default=list(FIGURE_DATASETS),
                         choices=DATASETS, metavar="NAME", help=f"any of {', '.join(DATASETS)}")
     p_grid.add_argument("--horizon", type=positive_int, default=None,

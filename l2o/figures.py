@@ -394,11 +394,14 @@ def figure_results(figure: int, seeds: Sequence[int] = experiments.EVAL_SEEDS,
                    horizon: int | None = None, results_dir=experiments.GRID_DIR,
                    learned_dir=LEARNED_DIR, psd_file=PSD_FILE, l2l_file=L2L_FILE,
                    workers: int = 2, progress: bool = False, executor: str = "local",
-                   scheduler: str | None = None) -> dict[str, list]:
+                   scheduler: str | None = None, extras: Sequence[str] = ()) -> dict[str, list]:
     """``{dataset: [RunResult, ...]}`` of all nine optimizers in the setting of ``figure``.
 
     ``horizon`` overrides the figure's (smoke runs; Figure 5 beyond 800 steps).  Missing
     runs are computed with ``executor`` (:func:`run_tasks`) and cached.
+    ``extras`` adds registry optimizers beyond the paper's seven as extra rows (e.g.
+    :data:`l2o.baselines.EXTRA_BASELINES`); they then take part in every rank of the
+    panel, so the default, none, keeps the nine methods the verdicts are about.
     """
     setting = dict(experiments.FIGURES[figure])
     if horizon is not None:
@@ -410,8 +413,10 @@ def figure_results(figure: int, seeds: Sequence[int] = experiments.EVAL_SEEDS,
     for d in datasets:
         specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
                                             setting["batch_size"], setting["horizon"], o, s)
-                 for o in BASELINES for s in seeds]
-        out[d] = experiments.run_grid(specs, results_dir, workers=1, progress=False)
+                 for o in (*BASELINES, *extras) for s in seeds]
+        # the extras are not among the tasks above: run_grid computes and caches them
+        out[d] = experiments.run_grid(specs, results_dir, workers=workers if extras else 1,
+                                      progress=False)
         for name, f in (("psd", psd_file), ("l2l", l2l_file)):
             out[d] += learned_results(name, d, setting, list(seeds), Path(f), Path(learned_dir))
     return out

@@ -98,13 +98,22 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
                     marker="P", linewidth=1.4, zorder=2),
     "rmsprop": dict(label="RMSprop", color="#999999", linestyle="-.", marker="X",
                     linewidth=1.4, zorder=2),
+    # Beyond the paper: the line-search variants, dotted, in their fixed-step
+    # counterparts' hues, with open markers.
+    "lbfgs_wolfe": dict(label="L-BFGS, strong Wolfe", color=OKABE_ITO["reddish purple"],
+                        linestyle=":", marker="D", markerfacecolor="white", linewidth=1.6,
+                        zorder=2),
+    "cg_pr_wolfe": dict(label="CG (PR+), strong Wolfe", color=OKABE_ITO["yellow"],
+                        linestyle=":", marker="s", markerfacecolor="white",
+                        markeredgecolor="0.25", linewidth=1.8, zorder=2),
     "l2l": dict(label="L2L (Andrychowicz et al.)", color=OKABE_ITO["black"],
                 linestyle="-", marker="d", linewidth=1.8, zorder=3),
     "psd": dict(label="Predicted Step Descent", color=OKABE_ITO["vermillion"],
                 linestyle="-", marker="*", markersize=9, linewidth=2.4, zorder=4),
 }
 
-#: Legend order: hand-engineered methods as in the paper, then the learned ones.
+#: Legend order: hand-engineered methods as in the paper, the line-search extras, then
+#: the learned ones.
 METHOD_ORDER: tuple[str, ...] = tuple(METHOD_STYLE)
 
 #: Panel titles of the paper's 3-panel figures, by dataset key.

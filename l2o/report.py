@@ -87,7 +87,8 @@ FACES, CIFAR10, CIFAR100 = experiments.FIGURE_DATASETS
 PANEL = {d: chr(97 + i) for i, d in enumerate(experiments.FIGURE_DATASETS)}
 #: Short method names for the evidence column.
 SHORT = {"psd": "PSD", "l2l": "L2L", "sgd": "SGD", "momentum": "momentum", "cg": "CG",
-         "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop"}
+         "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
+         "lbfgs_wolfe": "L-BFGS (Wolfe)", "cg_pr_wolfe": "CG-PR+ (Wolfe)"}
 
 
 # ------------------------------------------------------------------------ one claim

@@ -332,6 +332,7 @@ def test_method_styles_are_fixed_and_distinct():
     assert labels == {
         "sgd": "SGD", "momentum": "Momentum", "cg": "Conjugate gradient",
         "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
+        "lbfgs_wolfe": "L-BFGS, strong Wolfe", "cg_pr_wolfe": "CG (PR+), strong Wolfe",
         "l2l": "L2L (Andrychowicz et al.)", "psd": "Predicted Step Descent"}
     colors = [s["color"] for s in METHOD_STYLE.values()]
     assert len(set(colors)) == len(colors)

@@ -241,6 +241,8 @@ def test_tune_merges_with_previous_entries(tmp_path):
     assert chosen["hparams"] == {"sgd": {"lr": 0.1}, "adam": {"lr": 0.01}}
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["merged_from_previous"] == ["sgd"]
+    assert prov["optimizers"] == ["adam"] and prov["previous"]["optimizers"] == ["sgd"]
+    assert "previous" not in prov["previous"]
 
 
 def test_tune_in_worker_processes_matches_in_process(tmp_path):
@@ -374,6 +376,11 @@ def test_figure_specs_match_the_paper():
         assert {(s.n_in, s.n_hidden, s.batch_size, s.horizon) for s in specs} == \
             {(n_in, n_hidden, b, T)}
     assert FIGURES[1]["horizon"] == 400
+    # the default is the paper's seven; the line-search extras are opt-in rows
+    assert {s.optimizer for s in figure_specs(1, seeds=[0])} == set(baselines.BASELINES)
+    extra = figure_specs(1, seeds=[0], optimizers=[*baselines.BASELINES,
+                                                   *baselines.EXTRA_BASELINES])
+    assert len(extra) == 3 * 9
     with pytest.raises(ValueError, match="Invalid figure"):
         figure_specs(6)
     with pytest.raises(ValueError, match="Unknown optimizer"):
@@ -431,3 +438,18 @@ def test_grid_cli_on_real_data(data_dir, tmp_path, capsys):
     assert "| sgd |" in out and "| cg |" in out
     results = load_results(tmp_path, optimizer="sgd")
     assert {r.problem["architecture"] for r in results} == {"48-48-7"}
+
+
+def test_line_search_extras_run_and_tune_like_the_baselines():
+    p = synthetic()
+    for name in baselines.EXTRA_BASELINES:
+        with pytest.raises(ValueError, match="cannot be batched"):
+            train_many(p, name, 3, [0, 1], batched=True)
+        run = train(p, name, 20, seed=0)
+        assert not run.diverged and run.true_loss[-1] < run.true_loss[0], name
+        assert run.grad_evals >= 40, name  # a line search: two evaluations or more a step
+    res = tune(p, names=list(baselines.EXTRA_BASELINES), seeds=[1000], horizon=10,
+               out_dir=None, workers=1, smoke=True, progress=False)
+    for name in baselines.EXTRA_BASELINES:
+        assert res["chosen"][name] in [r["hparams"] for r in res["grid"][name]]
+        assert len(res["grid"][name]) == 2
