@@ -137,8 +137,20 @@ def summarise(scores: dict) -> dict:
             "iterations": len(rows) - 1}
 
 
+def _score_snapshot(problem: MLPProblem, path: Path, seeds: Sequence[int], horizon: int) -> dict:
+    from l2o.gps import load_policy
+
+    torch.set_num_threads(1)
+    policy, fcfg, meta = load_policy(path)
+    runs = evaluate_psd(problem, policy, list(seeds), horizon, fcfg)
+    losses = [float(np.nansum(r.true_loss[1:])) if not r.diverged else float("inf")
+              for r in runs]
+    return {"file": path.name, "iteration": meta.get("iteration"), "pi": losses,
+            "mean": float(np.mean(losses))}
+
+
 def choose_snapshot(problem: MLPProblem, run_dir: Path, seeds: Sequence[int] = VALIDATION_SEEDS,
-                    horizon: int = 400, name: str = "psd_mnist48.pt") -> dict:
+                    horizon: int = 400, name: str = "psd_mnist48.pt", workers: int = 1) -> dict:
     """Score every π snapshot of a GPS run on validation seeds; ship the best one.
 
     Reads ``run_dir/snapshots/pi_iterNN.pt`` (written after every GPS iteration by
@@ -152,15 +164,14 @@ def choose_snapshot(problem: MLPProblem, run_dir: Path, seeds: Sequence[int] = V
     if not files:
         raise FileNotFoundError(f"no snapshots in {run_dir / 'snapshots'}: run "
                                 "`python -m l2o.gps train` first")
-    rows = []
-    for f in files:
-        policy, fcfg, meta = load_policy(f)
-        runs = evaluate_psd(problem, policy, seeds, horizon, fcfg)
-        losses = [float(np.nansum(r.true_loss[1:])) if not r.diverged else float("inf")
-                  for r in runs]
-        rows.append({"file": f.name, "iteration": meta.get("iteration"), "pi": losses,
-                     "mean": float(np.mean(losses))})
-        log.info("%s: validation meta-loss %.2f", f.name, rows[-1]["mean"])
+    jobs = [(problem, f, tuple(seeds), horizon) for f in files]
+    if workers > 1 and len(jobs) > 1:
+        with experiments._pool(min(workers, len(jobs))) as pool:
+            rows = list(pool.map(_score_snapshot, *zip(*jobs)))
+    else:
+        rows = [_score_snapshot(*j) for j in jobs]
+    for r in rows:
+        log.info("%s: validation meta-loss %.2f", r["file"], r["mean"])
     best = min(rows, key=lambda r: r["mean"])
     policy, fcfg, meta = load_policy(run_dir / "snapshots" / best["file"])
     save_policy(run_dir / name, policy, fcfg,
@@ -228,6 +239,7 @@ def main(argv=None) -> int:
                                        "and ship the best")
     ch.add_argument("--run", default="results/psd")
     ch.add_argument("--name", default="psd_mnist48.pt")
+    ch.add_argument("--workers", type=int, default=1, help="processes scoring the snapshots")
     rf = sub.add_parser("references", help="the tuned baselines and L2L on the validation "
                                            "seeds (the arms' yardstick)")
     rf.add_argument("--out", default="results/gps_arms/references.json")
@@ -245,7 +257,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         try:
             res = choose_snapshot(make_problem("mnist", 48, 48, batch_size=64), Path(a.run),
-                                  name=a.name)
+                                  name=a.name, workers=max(1, a.workers))
         except FileNotFoundError as e:
             ap.exit(2, f"error: {e}\n")
         print(f"chose {res['best']['file']}: validation meta-loss {res['best']['mean']:.2f}")
