@@ -99,7 +99,7 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
     "rmsprop": dict(label="RMSprop", color="#999999", linestyle="-.", marker="X",
                     linewidth=1.4, zorder=2),
     # Beyond the paper: the line-search variants, dotted, in their fixed-step
-    # counterparts' hues, with open markers.
+    # counterparts' colours and markers, the markers open.
     "lbfgs_wolfe": dict(label="L-BFGS, strong Wolfe", color=OKABE_ITO["reddish purple"],
                         linestyle=":", marker="D", markerfacecolor="white", linewidth=1.6,
                         zorder=2),

@@ -334,12 +334,21 @@ def test_method_styles_are_fixed_and_distinct():
         "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
         "lbfgs_wolfe": "L-BFGS, strong Wolfe", "cg_pr_wolfe": "CG (PR+), strong Wolfe",
         "l2l": "L2L (Andrychowicz et al.)", "psd": "Predicted Step Descent"}
-    colors = [s["color"] for s in METHOD_STYLE.values()]
+    from l2o.baselines import EXTRA_BASELINES
+
+    core = {m: s for m, s in METHOD_STYLE.items() if m not in EXTRA_BASELINES}
+    colors = [s["color"] for s in core.values()]
     assert len(set(colors)) == len(colors)
     # colour-blind safe: the Okabe-Ito colours, plus one grey
     assert len(set(colors) - set(OKABE_ITO.values())) <= 1
-    # and apart in greyscale: no two methods share a marker, nor line style and width
-    markers = [s["marker"] for s in METHOD_STYLE.values()]
+    # the extra rows beyond the paper take their counterpart's colour and marker, open
+    # and dotted: no two methods share colour, marker, fill and line style together
+    looks = [(s["color"], s["marker"], s.get("markerfacecolor"), str(s["linestyle"]))
+             for s in METHOD_STYLE.values()]
+    assert len(set(looks)) == len(looks)
+    assert all(METHOD_STYLE[m]["color"] in OKABE_ITO.values() for m in EXTRA_BASELINES)
+    # and apart in greyscale: no two of the nine share a marker, nor line style and width
+    markers = [s["marker"] for s in core.values()]
     assert len(set(markers)) == len(markers)
     lines = [(str(s["linestyle"]), s["linewidth"]) for s in METHOD_STYLE.values()]
     assert len(set(lines)) >= 6
