@@ -855,10 +855,8 @@ class ConvolutionalGPS:
                 return {}
             size = self.problem.groups[gid].size
             nu = gv.nu
-            old = _lqg_cost(p["dyn"], p["cost"], p["psi_old"]) + \
-                _lqg_kl(p["dyn"], p["psi_old"], p["pi_lin"], nu)
-            new = _lqg_cost(p["dyn"], p["cost"], p["psi_new"]) + \
-                _lqg_kl(p["dyn"], p["psi_new"], m.pi_lin, nu)
+            old = _lqg_objective(p["dyn"], p["cost"], p["psi_old"], p["pi_lin"], nu)
+            new = _lqg_objective(p["dyn"], p["cost"], p["psi_new"], m.pi_lin, nu)
             predicted += size * (old - new)
             kl_old_mc += size * float(np.sum(nu * p["mc_kl_old"]))
             kl_new_mc += size * float(np.sum(
@@ -1049,12 +1047,14 @@ def _lqg_cost(dyn, cost, psi) -> float:
     return float(np.sum(lqg.expected_cost(cost, mu, sigma)))
 
 
-def _lqg_kl(dyn, psi, pi_lin, nu) -> float:
-    """Σ_t ν_t E[KL(ψ‖π̃)] along ψ's trajectory distribution under ``dyn``."""
-    if pi_lin is None:
-        return 0.0
+def _lqg_objective(dyn, cost, psi, pi_lin, nu) -> float:
+    """Σ_t E[c̃_t] + ν_t E[KL(ψ‖π̃)] along ψ's trajectory distribution under ``dyn``
+    (one forward pass for both terms)."""
     mu, sigma = lqg.forward_pass(dyn, psi)
-    return float(np.sum(nu * lqg.traj_kl(psi, pi_lin, mu, sigma)[1]))
+    total = float(np.sum(lqg.expected_cost(cost, mu, sigma)))
+    if pi_lin is not None:
+        total += float(np.sum(nu * lqg.traj_kl(psi, pi_lin, mu, sigma)[1]))
+    return total
 
 
 def _group_to_dict(g: GroupVars) -> dict:

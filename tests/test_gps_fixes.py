@@ -159,12 +159,11 @@ def prepared_step_adjust(monkeypatch, predicted_old, predicted_new, kl_terms=(0.
     old_models = {"dyn": "old-dyn", "cost": "old-cost"}
     seen = []
 
-    def fake_cost(dyn, cost, psi):
+    def fake_objective(dyn, cost, psi, pi_lin, nu):
         seen.append((dyn, cost))
         return predicted_old if psi is gv.prev["psi_old"] else predicted_new
 
-    monkeypatch.setattr(gps, "_lqg_cost", fake_cost)
-    monkeypatch.setattr(gps, "_lqg_kl", lambda *a: 0.0)
+    monkeypatch.setattr(gps, "_lqg_objective", fake_objective)
     kl_old, kl_new = kl_terms
     monkeypatch.setattr(badmm, "kl_psi_pi_per_t", lambda *a: np.full(T, kl_new / T))
     gv.nu = np.ones(T)
