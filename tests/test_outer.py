@@ -150,9 +150,11 @@ def test_resume_refuses_another_configuration(tmp_path):
 
 
 def test_run_stops_at_the_budget_and_ships_the_best_snapshot(tmp_path):
-    tr = trainer(tmp_path, "bptt", budget_s=0.5)
+    tr = trainer(tmp_path, "bptt")
+    tr.start()                     # the warm start counts in the budget: leave 0.3 s more
+    tr.cfg = dataclasses.replace(tr.cfg, budget_s=tr.train_s + 0.3)
     res = tr.run(progress=False)
-    assert tr.train_s >= 0.5
+    assert tr.train_s >= tr.cfg.budget_s and tr.updates >= 1
     evals = tr.history["eval"]
     assert len(evals) >= 2 and res["best"]["meta_loss"] == min(e["meta_loss"] for e in evals)
     shipped, fcfg, meta = load_policy(tmp_path / "pi_bptt.pt")
@@ -178,3 +180,55 @@ def test_command_line_errors_are_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         outer.main(["train", "--method", "es", "--out", str(tmp_path), "--resume"])
     assert e.value.code == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- the study
+def test_table_ranks_by_mean_and_counts_divergence():
+    from l2o import outer_study
+
+    rows = outer_study.table({"a": [2.0, 4.0], "b": [1.0, 1.0], "c": [1.0, np.inf]})
+    assert [r["name"] for r in rows] == ["b", "a", "c"]
+    assert rows[1]["se"] == pytest.approx(1.0) and rows[2]["diverged"] == 1
+
+
+def test_verdict_follows_the_paired_differences():
+    from l2o import outer_study
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(200, 5, 10)     # seed-to-seed spread shared by every method
+
+    def scores(bptt_shift):
+        return {"adam": base + 20, "adagrad": base - 10, "rmsprop": base - 5,
+                "pi_gps": base, "pi_bptt": base + bptt_shift, "pi_es": base + 30,
+                "psi": base - 1}
+
+    v = outer_study.verdict(scores(-3.0))      # BPTT beats GPS's π on every seed
+    assert v["beats_gps"]["pi_bptt"] and v["limit"] == "GPS"
+    v = outer_study.verdict(scores(+3.0))
+    assert not any(v["beats_gps"].values()) and v["limit"] == "policy class"
+    assert v["best_hand"] == "adagrad" and not v["beats_best_hand"]["pi_gps"]
+    noisy = scores(0.0)
+    noisy["pi_bptt"] = base + rng.normal(-0.5, 8, 10)  # lower mean, but within the noise
+    assert not outer_study.beats(noisy, "pi_bptt", "pi_gps")
+
+
+def test_psi_runs_replays_gps_controller_from_a_checkpoint(tmp_path):
+    from l2o import outer_study
+    from tests.test_gps import make
+
+    g = make(tmp_path)
+    g.init_info = g.initialize()
+    g.iterate()
+    (tmp_path / "provenance.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(g.cfg), "teacher": g.teacher_hparams}))
+    import l2o.outer_study as s
+
+    orig = s.PolicyConfig
+    s.PolicyConfig = lambda: PCFG
+    try:
+        runs = outer_study.psi_runs(tiny_problem(), tmp_path, (0, 1), 12)
+    finally:
+        s.PolicyConfig = orig
+    assert [r.seed for r in runs] == [0, 1] and runs[0].optimizer == "psi"
+    assert runs[0].hparams["iteration"] == 1
+    assert all(np.isfinite(r.true_loss).all() for r in runs)
