@@ -10,10 +10,12 @@ models, so that a chapter can ask which of the two limits the learned optimizer:
 * **bptt**, truncated backpropagation through the unrolled optimization (the trainer
   of Andrychowicz et al. applied to π): along a trajectory of ``T`` steps, every
   ``unroll`` steps the meta-loss of those steps, ``Σ_t f(x_{t+1})``, is
-  differentiated with respect to π's weights through the steps ``x_{t+1} = x_t + μ^π``
-  and π's memory; the trajectory and the memory carry over to the next window
-  (detached).  The features Ψ are treated as constants (no second derivatives), as
-  L2L treats its gradient input.
+  differentiated with respect to π's weights through the steps ``x_{t+1} = x_t + μ^π``,
+  π's memory and the features Ψ (which need second derivatives of ``f̂`` for the
+  gradient feature); the trajectory, the memory and the feature history carry over to
+  the next window (detached).  ``through_features=False`` holds Ψ constant instead, as
+  L2L treats its gradient input; on this π that approximation made π worse (the
+  chapter shows the first run).
 * **es**, antithetic evolution strategies over full ``T``-step unrolls: for ``P`` pairs
   ``θ ± σ ε_k`` with ``ε_k ~ N(0, I)`` over every trainable weight of π, the meta-loss of
   both members is measured on one trajectory (common random numbers: the same initial
@@ -92,6 +94,11 @@ class OuterConfig:
         trajectories: BPTT, trajectories unrolled together.
         unroll: BPTT, steps per truncation window.
         max_grad_norm: BPTT, clipping of the meta-gradient.
+        through_features: BPTT, differentiate through the features Ψ as well (the exact
+            gradient of the window's meta-loss, with second derivatives of ``f̂`` for the
+            gradient feature); ``False`` holds Ψ constant, L2L's approximation.
+        curriculum: BPTT, unroll lengths over equal shares of the budget (e.g. ``(20, 50,
+            100)``: 20 steps in the first third, ...); empty: ``unroll`` throughout.
         pairs: ES, antithetic pairs per update.
         sigma: ES, perturbation scale.
         eval_every_s: training seconds between validation scorings.
@@ -106,6 +113,8 @@ class OuterConfig:
     trajectories: int = 4
     unroll: int = 20
     max_grad_norm: float = 1.0
+    through_features: bool = True
+    curriculum: tuple[int, ...] = ()
     pairs: int = 8
     sigma: float = 0.01
     eval_every_s: float = 300.0
@@ -123,6 +132,9 @@ class OuterConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"Invalid {name}: {v!r} (must be an integer ≥ 1)")
+        object.__setattr__(self, "curriculum", tuple(self.curriculum))
+        if any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in self.curriculum):
+            raise ValueError(f"Invalid curriculum: {self.curriculum!r} (unroll lengths ≥ 1)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"Invalid seed: {self.seed!r} (must be an integer ≥ 0)")
         if isinstance(self.cost_subset, bool) or not isinstance(self.cost_subset, int) \
@@ -190,10 +202,84 @@ def _draw_streams(problem: MLPProblem, gen: torch.Generator, n: int, horizon: in
     return x0, idx
 
 
+# ----------------------------------------------------------------------- features
+class DifferentiableObservation:
+    """Ψ as :class:`~l2o.features.ObservationTracker` computes it, but out of place, so
+    that the meta-gradient flows through ``x``, ``f̂`` and ``∇f̂`` into the features.
+
+    Same formulas and the same zero rule at ``t = 0`` (both ``grad_scale`` options);
+    :meth:`detach` cuts the history from the graph at a truncation boundary.
+    """
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+        self.t = -1
+        self.x_prev = self.step_ = self.prev_step = self.g = self.g_prev_abs = None
+        self.sq = self.rms = self.f = self.f_prev = None
+
+    def update(self, x: torch.Tensor, f_hat: torch.Tensor, grad: torch.Tensor) -> None:
+        t = self.t + 1
+        if t == 0:
+            self.step_ = torch.zeros_like(x)
+            self.prev_step = torch.zeros_like(x)
+            self.g_prev_abs = grad.abs()
+        elif t == 1:
+            self.step_ = (x - self.x_prev).abs()
+            self.prev_step = self.step_
+            self.g_prev_abs = self.g.abs()
+        else:
+            self.prev_step, self.step_ = self.step_, (x - self.x_prev).abs()
+            self.g_prev_abs = self.g.abs()
+        if self.config.grad_scale == "rms":
+            beta = self.config.rms_decay
+            sq = (grad * (1.0 - beta)) * grad
+            self.sq = sq if t == 0 else self.sq * beta + sq
+            self.rms = (self.sq / (1.0 - beta ** (t + 1))).sqrt() + self.config.rms_eps
+        self.f_prev, self.f = self.f, f_hat
+        self.x_prev, self.g = x, grad
+        self.t = t
+
+    def observation(self) -> torch.Tensor:
+        cfg = self.config
+        if self.t >= 1:
+            o0 = ((self.f - self.f_prev) / self.f_prev)[:, None].expand_as(self.g)
+            o2 = self.prev_step / (self.step_ + cfg.iterate_offset)
+        else:
+            o0 = o2 = torch.zeros_like(self.g)
+        if cfg.grad_scale == "rms":
+            o1 = self.g / self.rms
+        else:
+            o1 = self.g / (self.g_prev_abs + cfg.grad_offset)
+        return torch.stack([o0, o1, o2], -1)
+
+    def detach(self) -> None:
+        for k in ("x_prev", "step_", "prev_step", "g", "g_prev_abs", "sq", "rms", "f", "f_prev"):
+            v = getattr(self, k)
+            if isinstance(v, torch.Tensor):
+                setattr(self, k, v.detach())
+
+
+def _loss_and_grad(problem: MLPProblem, x: torch.Tensor, idx: torch.Tensor):
+    """``f̂(x; idx)`` per trajectory and its gradient, both differentiable in ``x``."""
+    if not x.requires_grad:
+        x = x.requires_grad_(True)
+    f = problem.torch_loss(x, idx)
+    (g,) = torch.autograd.grad(f.sum(), x, create_graph=True)
+    return f, g
+
+
 # ----------------------------------------------------------------------- the trainers
+def unroll_at(cfg: OuterConfig, train_s: float) -> int:
+    """The BPTT window length after ``train_s`` seconds of training (the curriculum's)."""
+    if not cfg.curriculum:
+        return cfg.unroll
+    k = int(len(cfg.curriculum) * train_s / cfg.budget_s)
+    return cfg.curriculum[min(max(k, 0), len(cfg.curriculum) - 1)]
+
+
 def bptt_update_epoch(policy: LSTMPolicy, problem: MLPProblem, cost: CostProblem,
                       cfg: OuterConfig, opt: torch.optim.Optimizer, gen: torch.Generator,
-                      stop=lambda: False) -> dict:
+                      stop=lambda: False, unroll: int | None = None) -> dict:
     """One trajectory batch of ``T`` steps, one Adam step on π per window of ``unroll`` steps.
 
     Returns the training meta-loss ``Σ_t f_cost(x_{t+1})`` (mean over trajectories), the
@@ -201,22 +287,32 @@ def bptt_update_epoch(policy: LSTMPolicy, problem: MLPProblem, cost: CostProblem
     batch diverged (then the rest of it is abandoned).
     """
     n, D, T = cfg.trajectories, problem.dim, cfg.horizon
+    U = cfg.unroll if unroll is None else int(unroll)
     x0, idx = _draw_streams(problem, gen, n, T)
     x = x0.to(problem.dtype)
-    tracker = ObservationTracker(n, D, policy.feature_config, dtype=problem.dtype)
+    exact = cfg.through_features
+    tracker = (DifferentiableObservation(policy.feature_config) if exact else
+               ObservationTracker(n, D, policy.feature_config, dtype=problem.dtype))
     hidden = policy.initial_hidden(n, D)
     gi = problem.group_index
     params = [p for p in policy.parameters() if p.requires_grad]
     total, norms, updates, diverged = 0.0, [], 0, False
-    for start in range(0, T, cfg.unroll):
+    for start in range(0, T, U):
         x = x.detach()
         hidden = (hidden[0].detach(), hidden[1].detach())
+        if exact:
+            tracker.detach()
         loss = x.new_zeros((), dtype=torch.float32)
-        for t in range(start, min(T, start + cfg.unroll)):
-            with torch.no_grad():
-                f_hat, g_hat = problem.minibatch_loss_and_grad(x.detach(), idx[t])
-                tracker.update(x.detach(), f_hat, g_hat)
+        for t in range(start, min(T, start + U)):
+            if exact:
+                f_hat, g_hat = _loss_and_grad(problem, x, idx[t])
+                tracker.update(x, f_hat, g_hat)
                 obs = tracker.observation()
+            else:
+                with torch.no_grad():
+                    f_hat, g_hat = problem.minibatch_loss_and_grad(x.detach(), idx[t])
+                    tracker.update(x.detach(), f_hat, g_hat)
+                    obs = tracker.observation()
             a, hidden = policy.step(obs, gi, hidden)
             x = x + a.to(x.dtype)
             loss = loss + cost.sub.torch_loss(x).mean()
@@ -237,6 +333,7 @@ def bptt_update_epoch(policy: LSTMPolicy, problem: MLPProblem, cost: CostProblem
         if stop():
             break
     return {"train_meta_loss": float("nan") if diverged else total, "updates": updates,
+            "unroll": U,
             "grad_norm": float(np.mean(norms)) if norms else float("nan"),
             "diverged": diverged}
 
@@ -432,7 +529,7 @@ class OuterTrainer:
 
         if self.cfg.method == "bptt":
             info = bptt_update_epoch(self.policy, self.problem, self.cost, self.cfg, self.opt,
-                                     self.gen, over)
+                                     self.gen, over, unroll_at(self.cfg, self.train_s))
             self.updates += info["updates"]
         else:
             info = es_update(self.policy, self.problem, self.cost, self.cfg, self.opt,
@@ -520,6 +617,11 @@ def main(argv=None) -> int:
     tr.add_argument("--pairs", type=positive_int, default=None)
     tr.add_argument("--sigma", type=positive_float, default=None)
     tr.add_argument("--eval-every-min", type=positive_float, default=None)
+    tr.add_argument("--curriculum", default=None,
+                    help="BPTT: unroll lengths over equal shares of the budget, e.g. 20,50,100")
+    tr.add_argument("--constant-features", action="store_true",
+                    help="BPTT: hold the features Ψ constant (L2L's approximation) instead "
+                         "of differentiating through them")
     tr.add_argument("--data-dir", default=None)
     tr.add_argument("--threads", type=positive_int, default=1)
     tr.add_argument("--no-progress", action="store_true")
@@ -528,6 +630,13 @@ def main(argv=None) -> int:
                                             "sigma") if getattr(a, k) is not None}
     if a.eval_every_min is not None:
         overrides["eval_every_s"] = 60.0 * a.eval_every_min
+    if a.constant_features:
+        overrides["through_features"] = False
+    if a.curriculum:
+        try:
+            overrides["curriculum"] = tuple(int(u) for u in a.curriculum.split(","))
+        except ValueError:
+            tr.error(f"--curriculum: expected comma-separated integers, got {a.curriculum!r}")
     try:
         cfg = OuterConfig(method=a.method, budget_s=60.0 * a.budget_min, **overrides)
     except (TypeError, ValueError) as e:
