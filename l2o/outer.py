@@ -63,10 +63,9 @@ from l2o.problems import MLPProblem
 log = logging.getLogger(__name__)
 
 METHODS = ("bptt", "es")
-#: Adam's step on π's weights per method.  BPTT: a 3e-5 step kept the first updates
-#: closest to the warm start in a two-epoch probe (1e-4 moved validation meta-loss
-#: 231 → 247 in 40 updates); ES: each update moves every weight by about the step, and
-#: 2e-3 is a fifth of the perturbation scale σ = 0.01.
+#: Adam's step on π's weights per method.  BPTT: of 1e-4 and 3e-5, tried for two epochs
+#: before the runs, the smaller moved π less far from its start; ES: each update moves
+#: every weight by about the step, and 2e-3 is a fifth of the perturbation scale σ = 0.01.
 DEFAULT_LR = {"bptt": 3e-5, "es": 2e-3}
 CHECKPOINT_FORMAT = "l2o-outer-1"
 #: Seeds that choose the snapshot (the same as GPS's, :data:`l2o.gps_study.VALIDATION_SEEDS`).
@@ -234,7 +233,11 @@ class DifferentiableObservation:
             beta = self.config.rms_decay
             sq = (grad * (1.0 - beta)) * grad
             self.sq = sq if t == 0 else self.sq * beta + sq
-            self.rms = (self.sq / (1.0 - beta ** (t + 1))).sqrt() + self.config.rms_eps
+            v = self.sq / (1.0 - beta ** (t + 1))
+            # sqrt'(0) is infinite: a coordinate whose gradient has been exactly zero so
+            # far (a dead ReLU unit) would turn the meta-gradient into NaN; same values
+            pos = v > 0
+            self.rms = torch.where(pos, torch.where(pos, v, 1.0).sqrt(), 0.0) + self.config.rms_eps
         self.f_prev, self.f = self.f, f_hat
         self.x_prev, self.g = x, grad
         self.t = t
@@ -465,8 +468,12 @@ class OuterTrainer:
             raise OuterCheckpointError(f"{path} is not an outer-trainer checkpoint")
         mine = self._signature()
         theirs = {k: ck.get(k) for k in mine}
+        # fields added to OuterConfig after a checkpoint was written take their defaults
+        defaults = {f.name: f.default for f in dataclasses.fields(OuterConfig)}
+        defaults["curriculum"] = []
         a = {**mine, "config": {**mine["config"], "budget_s": None}}
-        b = {**theirs, "config": {**(theirs["config"] or {}), "budget_s": None}}
+        b = {**theirs, "config": {**defaults, "lr": None, **(theirs["config"] or {}),
+                                  "budget_s": None}}
         if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
             raise OuterCheckpointError(
                 f"{path} was written with another configuration ({theirs['config']}); resume "

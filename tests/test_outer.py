@@ -293,3 +293,12 @@ def test_curriculum_lengthens_the_unroll_over_the_budget():
     assert outer.unroll_at(outer.OuterConfig(unroll=7), 1e9) == 7
     with pytest.raises(ValueError, match="curriculum"):
         outer.OuterConfig(curriculum=(20, 0))
+
+
+def test_a_coordinate_with_zero_gradients_keeps_the_meta_gradient_finite():
+    obs = outer.DifferentiableObservation(FeatureConfig(grad_scale="rms"))
+    x = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    g = x * torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)   # coordinate 1: gradient 0
+    obs.update(x, torch.ones(1, dtype=torch.float64), g + torch.tensor([1e-3, 0.0, 1e-3]))
+    (grad,) = torch.autograd.grad(obs.observation().sum(), x)
+    assert torch.isfinite(grad).all()
