@@ -11,6 +11,8 @@ One flat module per concept of the paper:
 - :mod:`l2o.dynamics`  fitted linear-Gaussian dynamics and priors
 - :mod:`l2o.gps`       convolutional GPS with Bregman ADMM; policy files
 - :mod:`l2o.gps_study` GPS arms scored on validation seeds; choosing the shipped π
+- :mod:`l2o.outer`     the same π meta-trained by truncated BPTT or antithetic ES
+- :mod:`l2o.outer_study` the three meta-trainers compared: held-out rows, transfer, verdict
 - :mod:`l2o.l2l`       the L2L baseline
 - :mod:`l2o.learned`   the learned optimizers as experiment runs; the shipped files
 - :mod:`l2o.cli`       argument checks shared by the commands; the ``l2o`` script

@@ -51,11 +51,11 @@ positive_float = _checked(float, lambda v: v > 0, "a finite number > 0")
 fraction = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 #: ``l2o NAME ...`` runs ``python -m l2o.NAME ...``.
-COMMANDS = ("experiments", "figures", "gps", "gps_study", "l2l", "data")
+COMMANDS = ("experiments", "figures", "gps", "gps_study", "outer", "outer_study", "l2l", "data")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``l2o`` console script: ``l2o {experiments,figures,gps,gps_study,l2l,data} ...``."""
+    """The ``l2o`` console script: ``l2o COMMAND ...`` for every name in :data:`COMMANDS`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="l2o", description="Commands of the l2o reproduction (each also runs as "
