@@ -241,6 +241,13 @@ def chosen_gps_policy() -> Path:
         for r in json.loads(cont.read_text())["rows"]:
             if r["mean"] < best[0]:
                 best = (r["mean"], _root(GPS_CONTINUED) / "snapshots" / r["file"])
+    if best[1].parent.name == "snapshots":
+        # snapshots are not committed: keep the chosen one beside the run
+        import shutil
+
+        kept = _root(GPS_CONTINUED) / "pi_gps.pt"
+        shutil.copyfile(best[1], kept)
+        return kept
     return best[1]
 
 
