@@ -60,6 +60,12 @@ def _root(p: str | Path) -> Path:
     return p if p.is_absolute() else experiments.ROOT / p
 
 
+def _rel(p: str | Path) -> str:
+    """``p`` relative to the results root when it lies under it (portable records)."""
+    p = Path(p).resolve()
+    return str(p.relative_to(experiments.ROOT)) if p.is_relative_to(experiments.ROOT) else str(p)
+
+
 def training_problem(data_dir=None) -> MLPProblem:
     from l2o.data import make_problem
 
@@ -292,10 +298,10 @@ def compare(workers: int = 1, horizon: int = 400, seeds: Sequence[int] = HELDOUT
     psi_dirs = [d for d in (_root(RUNS["gps"]), _root(GPS_CONTINUED))
                 if (d / "checkpoint.pt").exists()]
     val_seeds = (2000, 2001, 2002, 2003, 2004)
-    psi_val = {str(d): float(np.mean([experiments.meta_loss(r.true_loss)
-                                      for r in psi_runs(P, d, val_seeds, horizon)]))
+    psi_val = {_rel(d): float(np.mean([experiments.meta_loss(r.true_loss)
+                                       for r in psi_runs(P, d, val_seeds, horizon)]))
                for d in psi_dirs}
-    psi_dir = Path(min(psi_val, key=psi_val.get))
+    psi_dir = _root(min(psi_val, key=psi_val.get))
     psi = psi_runs(P, psi_dir, seeds, horizon)
     runs += psi
     runs += baseline_runs(("adam", "adagrad", "rmsprop"), seeds, horizon, workers=workers)
@@ -312,11 +318,9 @@ def compare(workers: int = 1, horizon: int = 400, seeds: Sequence[int] = HELDOUT
         scores["teacher"] = list(scores["adam"])
     out = {
         "seeds": list(seeds), "horizon": horizon,
-        "files": {k: str(Path(f).resolve().relative_to(experiments.ROOT))
-                  if Path(f).resolve().is_relative_to(experiments.ROOT) else str(f)
-                  for k, f in files.items()},
+        "files": {k: _rel(f) for k, f in files.items()},
         "teacher": teacher, "teacher_is_tuned_adam": same,
-        "psi": {"checkpoint": str(psi_dir.relative_to(experiments.ROOT)),
+        "psi": {"checkpoint": _rel(psi_dir),
                 "iteration": psi[0].hparams.get("iteration"), "validation": psi_val},
         "scores": scores, "table": table(scores), "verdict": verdict(scores),
         "curves": {m: training_curve(m) for m in RUNS if (_root(RUNS[m]) / "history.json").exists()},
