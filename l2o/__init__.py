@@ -16,6 +16,7 @@ One flat module per concept of the paper:
 - :mod:`l2o.l2l`       the L2L baseline
 - :mod:`l2o.learned`   the learned optimizers as experiment runs; the shipped files
 - :mod:`l2o.cli`       argument checks shared by the commands; the ``l2o`` script
+- :mod:`l2o.record`    run records: provenance, atomic writes, JSON with non-finite numbers
 """
 
 __version__ = "0.1.0"

@@ -340,15 +340,6 @@ def strip_volatile_metadata(nb) -> None:
             del cell.metadata["tags"]
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -357,11 +348,18 @@ def _version(dist: str) -> str | None:
 
 
 def git_state() -> dict[str, Any]:
-    """Commit and dirty flag of the working tree (untracked files count as dirty)."""
-    # --no-optional-locks: never take index.lock (a commit may be running beside us).
-    status = _git("--no-optional-locks", "status", "--porcelain")
-    return {"commit": _git("rev-parse", "HEAD"),
-            "dirty": None if status is None else bool(status)}
+    """Commit and dirty flag of the checkout, in the notebooks' provenance keys.
+
+    :func:`l2o.record.git_state` under the keys the book's provenance has always had
+    (``commit``, ``dirty``; the execution statistics read them): ``dirty`` counts
+    tracked files only, untracked ones are counted in ``untracked_files``. ``commit``
+    is None outside a checkout.
+    """
+    from l2o import record  # imports torch: only when a chapter runs
+
+    git = record.git_state(ROOT)
+    return {"commit": git["git_commit"] or None, "dirty": git["git_dirty"],
+            "untracked_files": git["untracked_files"]}
 
 
 def machine_info(env: Mapping[str, str]) -> dict[str, Any]:

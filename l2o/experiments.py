@@ -56,14 +56,13 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import logging
 import math
 import multiprocessing
 import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -74,7 +73,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from l2o import baselines
+from l2o import baselines, record
 from l2o.baselines import BASELINES, OPTIMIZERS, default_hparams, make_optimizer
 
 logger = logging.getLogger(__name__)
@@ -183,21 +182,13 @@ def meta_loss(curve) -> float:
 
 
 def _jsonable(value):
-    """Plain-JSON version of ``value`` (tuples become lists, numpy scalars floats)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None  # strict JSON has no inf/nan
-    if isinstance(value, torch.dtype):
-        return str(value).replace("torch.", "")
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return repr(value)
+    """Plain-JSON version of ``value`` with every non-finite number ``null``.
+
+    :func:`l2o.record.to_jsonable` in the form this module's files had before it: the
+    result files (format 1), the tuning files (``grid.json`` says null = +inf) and the
+    cache keys (:meth:`ExperimentSpec.key` hashes this form) stay as they are.
+    """
+    return record.to_jsonable(value, nonfinite="null")
 
 
 @dataclass
@@ -305,20 +296,15 @@ class RunResult:
         mismatched pair is detected by :meth:`load`.
         """
         stem = Path(path).with_suffix("")
-        stem.parent.mkdir(parents=True, exist_ok=True)
         npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
-        tmp_npz = npz.with_name(npz.name + f".tmp{os.getpid()}")
-        with open(tmp_npz, "wb") as f:
-            np.savez(f, true_loss=self.true_loss, minibatch_loss=self.minibatch_loss)
-        digest = _sha256(tmp_npz)
-        os.replace(tmp_npz, npz)
+        buf = io.BytesIO()
+        np.savez(buf, true_loss=self.true_loss, minibatch_loss=self.minibatch_loss)
         meta = self.metadata()
         meta["format"] = RESULT_FORMAT
-        meta["npz_sha256"] = digest
-        tmp_js = js.with_name(js.name + f".tmp{os.getpid()}")
-        with open(tmp_js, "w") as f:
-            json.dump(meta, f, indent=1, allow_nan=False)
-        os.replace(tmp_js, js)
+        meta["npz_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+        # shared: two runs may fill the same cache at once
+        record.atomic_write_bytes(npz, buf.getvalue(), shared=True)
+        record.atomic_write_json(js, meta, nonfinite="null", shared=True)
         return npz, js
 
     @classmethod
@@ -574,37 +560,16 @@ def train_many(problem, optimizer, horizon: int, seeds: Iterable[int],
 
 
 # ====================================================================== tuning
-def _provenance(command: str | None, started: float, wall: float, threads: int,
+def _provenance(command: str | None, started: float, wall: float, threads: int, git: dict,
                 **extra) -> dict:
-    def git(*args):
-        try:
-            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                 timeout=10)
-            return out.stdout.strip() if out.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return _jsonable({
-        "command": command if command is not None else " ".join([sys.executable, *sys.argv]),
-        "git_commit": commit,
-        "git_dirty": None if dirty is None else bool(dirty),
-        "started_utc": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(wall, 3),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "torch_threads_main": torch.get_num_threads(),
-            "torch_threads_worker": threads,
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        },
-        **extra,
-    })
+    prov = record.provenance(
+        command if command is not None else " ".join([sys.executable, *sys.argv]),
+        round(wall, 3), git,
+        started_utc=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        **extra)
+    # cpu_count: this file's key before record.py (chapter 2 reads it)
+    prov["machine"].update(cpu_count=os.cpu_count(), torch_threads_worker=threads)
+    return _jsonable(prov)
 
 
 _WORKER: dict[str, Any] = {}
@@ -667,14 +632,6 @@ def _edge_params(grid: Sequence[Mapping], best: Mapping) -> list[str]:
     return edges
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = TUNING_SEEDS,
          horizon: int = 400, grids: Mapping[str, Sequence[Mapping]] | None = None,
          out_dir: str | os.PathLike | None = TUNING_DIR, workers: int = 2, progress: bool = True,
@@ -728,7 +685,7 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
         raise ValueError(f"Invalid horizon: {horizon!r} (must be an integer >= 1)")
     if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
         raise ValueError(f"Invalid seeds: {list(seeds)!r} (must be integers >= 0)")
-    started = time.time()
+    started, git = time.time(), record.git_state()  # the tree as the tuning starts
     t0 = time.perf_counter()
     source = None
     if problem is None:
@@ -817,8 +774,9 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
     if source:
         objective["source"] = source
     threads = torch.get_num_threads() if workers <= 1 else 1
-    provenance = _provenance(command, started, wall, threads, optimizers=list(names), seeds=seeds,
-                             horizon=horizon, workers=workers, smoke=smoke, objective=objective,
+    provenance = _provenance(command, started, wall, threads, git, optimizers=list(names),
+                             seeds=seeds, horizon=horizon, workers=workers, smoke=smoke,
+                             objective=objective,
                              selection="min mean meta-loss sum_{t=1..T} f(x_t) over seeds; "
                                        "a diverged seed scores +inf")
     result = {"chosen": chosen, "grid": table, "details": details, "provenance": provenance}
@@ -852,7 +810,7 @@ def check_tuning_target(out_dir: str | os.PathLike, names: Sequence[str], seeds:
         ValueError: the folder holds other optimizers tuned in another setting; the
             message names both settings and what to do.
     """
-    old = _read_json(Path(out_dir) / "chosen.json") or {}
+    old = record.read_json(Path(out_dir) / "chosen.json") or {}
     kept = sorted(set(old.get("hparams", {})) - set(names))
     if not kept:
         return []
@@ -871,8 +829,8 @@ def check_tuning_target(out_dir: str | os.PathLike, names: Sequence[str], seeds:
 def _write_tuning(out: Path, result: dict, objective: dict, seeds, horizon) -> None:
     out.mkdir(parents=True, exist_ok=True)
     kept = check_tuning_target(out, list(result["chosen"]), seeds, horizon, objective)
-    old_chosen = (_read_json(out / "chosen.json") or {}) if kept else {}
-    old_grid = (_read_json(out / "grid.json") or {}) if kept else {}
+    old_chosen = (record.read_json(out / "chosen.json") or {}) if kept else {}
+    old_grid = (record.read_json(out / "grid.json") or {}) if kept else {}
     chosen = {"hparams": dict(old_chosen.get("hparams", {})),
               "details": dict(old_chosen.get("details", {}))}
     chosen["hparams"].update(result["chosen"])
@@ -886,13 +844,10 @@ def _write_tuning(out: Path, result: dict, objective: dict, seeds, horizon) -> N
     merged = sorted(set(old_chosen.get("hparams", {})) - set(result["chosen"]))
     provenance = dict(result["provenance"], merged_from_previous=merged)
     if merged:  # the kept entries' own record (and, nested, the ones before it)
-        provenance["previous"] = _read_json(out / "provenance.json")
+        provenance["previous"] = record.read_json(out / "provenance.json")
     for fname, payload in (("grid.json", grid), ("chosen.json", chosen),
                            ("provenance.json", provenance)):
-        tmp = out / (fname + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(_jsonable(payload), f, indent=1, allow_nan=False)
-        os.replace(tmp, out / fname)
+        record.atomic_write_json(out / fname, payload, nonfinite="null")
 
 
 # ============================================================ experiment grid
@@ -1407,7 +1362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before any run: may the result go where it is to be written?  (The objective
         # is the fixed tuning problem; tune() compares it too once the data are loaded.)
         for target in [out] + ([TUNING_DIR] if args.update_chosen else []):
-            there = (_read_json(Path(target) / "chosen.json") or {}).get("objective", {})
+            there = (record.read_json(Path(target) / "chosen.json") or {}).get("objective", {})
             try:
                 check_tuning_target(target, args.optimizers, seeds, horizon, there)
             except ValueError as exc:

@@ -20,7 +20,6 @@ only Python loops are over time steps, groups and iterations.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -32,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from l2o import badmm, dynamics, lqg
+from l2o import badmm, dynamics, lqg, record
 from l2o.features import GRAD_SCALES, FeatureConfig, StateTracker
 from l2o.policy import LSTMPolicy, PolicyConfig
 from l2o.problems import MLPProblem
@@ -979,9 +978,7 @@ class ConvolutionalGPS:
         for name, obj in (("models.pt", {"format": CHECKPOINT_FORMAT,
                                          "iteration": self.iteration, "groups": models}),
                           ("checkpoint.pt", {"format": CHECKPOINT_FORMAT, **sd})):
-            tmp = self.ckpt_dir / (name + ".part")
-            torch.save(to_safe(obj), tmp)
-            os.replace(tmp, self.ckpt_dir / name)  # atomic: an interruption loses nothing
+            record.atomic_torch_save(self.ckpt_dir / name, to_safe(obj))  # interruption-safe
 
     def resume(self) -> bool:
         """Load ``checkpoint_dir/checkpoint.pt`` if present; returns whether it did.
@@ -1211,15 +1208,11 @@ def save_policy(path: str | Path, policy: LSTMPolicy, feature_config: FeatureCon
     if carried is not None and carried != feature_config:
         raise ValueError(f"feature_config {feature_config} differs from the policy's own "
                          f"{carried}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": POLICY_FORMAT, "policy": policy.state_dict(),
             "policy_config": dataclasses.asdict(policy.config),
             "feature_config": dataclasses.asdict(feature_config),
             "meta": to_safe(meta or {})}
-    tmp = path.with_suffix(path.suffix + ".part")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    record.atomic_torch_save(path, blob)
 
 
 def load_policy(path: str | Path) -> tuple[LSTMPolicy, FeatureConfig, dict]:
@@ -1282,45 +1275,14 @@ def load_policy(path: str | Path) -> tuple[LSTMPolicy, FeatureConfig, dict]:
 
 
 # --------------------------------------------------------------------------------- CLI
-def _git_state() -> dict:
-    """The checkout's commit and whether tracked files differ from it, taken once at start.
-
-    Untracked files (logs, other runs' outputs) are counted apart: they cannot change
-    the code a run executes.
-    """
-    import subprocess
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", "--no-optional-locks", *a], capture_output=True,
-                                  text=True, timeout=10).stdout.strip()
-        except Exception:  # noqa: BLE001 - provenance is best effort outside a checkout
-            return ""
-
-    return {"git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "untracked_files": len(git("ls-files", "--others", "--exclude-standard").split())}
-
-
-def _provenance(args, wall: float, problem: MLPProblem, extra: dict,
-                git_state: dict | None = None) -> dict:
-    import platform
-    import sys
-
-    return {"command": " ".join(["python -m l2o.gps", *sys.argv[1:]]),
-            **(git_state if git_state is not None else _git_state()),
-            "problem": repr(problem), "wall_time_s": wall,
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "torch": torch.__version__, "threads": torch.get_num_threads()},
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
-
-
 def _write_history(out: Path, gps: ConvolutionalGPS) -> None:
-    """``history.json``: initialisation and per-iteration diagnostics (atomic)."""
-    tmp = out / "history.json.part"
-    tmp.write_text(json.dumps({"init": gps.init_info, "history": gps.history}, indent=1,
-                              default=float))
-    os.replace(tmp, out / "history.json")
+    """``history.json``: initialisation and per-iteration diagnostics (atomic).
+
+    Non-finite numbers stay Python's ``NaN``/``Infinity`` tokens (``nonfinite="keep"``):
+    the meta-training chapter reads the costs as floats.
+    """
+    record.atomic_write_json(out / "history.json", {"init": gps.init_info,
+                                                    "history": gps.history}, nonfinite="keep")
 
 
 def _parse_bool(text: str) -> bool:
@@ -1421,7 +1383,7 @@ def main(argv=None) -> int:
             return 1
         log.info("resumed at GPS iteration %d", gps.iteration)
     t0 = time.perf_counter()
-    git_state = _git_state()   # the tree this session's part of the run executes
+    git_state = record.git_state()   # the tree this session's part of the run executes
     started = gps.iteration
     progress = not (a.no_progress or os.environ.get("L2O_NO_PROGRESS"))
 
@@ -1439,21 +1401,13 @@ def main(argv=None) -> int:
     save_policy(out / name, gps.policy, gps.fcfg,
                 {"iterations": gps.iteration, "teacher": teacher, "config": dataclasses.asdict(cfg)})
     _write_history(out, gps)
-    prov = _provenance(a, wall, problem, {"config": dataclasses.asdict(cfg), "teacher": teacher,
-                                          "policy_file": name}, git_state)
+    prov = record.provenance(" ".join(["python -m l2o.gps", *sys.argv[1:]]), wall, git_state,
+                             problem=repr(problem), config=dataclasses.asdict(cfg),
+                             teacher=teacher, policy_file=name)
     # a run resumed across sessions lists every session's part, each with its own tree
-    segments = []
-    if a.resume and (out / "provenance.json").exists():
-        try:
-            old = json.loads((out / "provenance.json").read_text())
-            segments = old.get("segments") or [{k: old.get(k) for k in (
-                "git_commit", "git_dirty", "wall_time_s", "date", "command")}]
-        except (ValueError, OSError):
-            segments = []
-    segments.append({**git_state, "wall_time_s": wall, "date": prov["date"],
-                     "command": prov["command"], "iterations": [started, gps.iteration]})
-    prov["segments"] = segments
-    (out / "provenance.json").write_text(json.dumps(prov, indent=1, default=str))
+    prov_path = out / "provenance.json"
+    record.atomic_write_json(prov_path, record.add_segment(
+        prov_path if a.resume else None, prov, iterations=[started, gps.iteration]))
     print(f"wrote {out / name} after {gps.iteration} GPS iterations ({wall:.0f} s this session)")
     return 0
 

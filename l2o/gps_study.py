@@ -13,6 +13,8 @@ minibatch streams. The arm whose π scores best becomes the package default.
 
 Each arm checkpoints every iteration and resumes; scores are written after every
 iteration to ``OUT/ARM/scores.json``, and the table of all arms to ``OUT/arms.json``.
+These files write a diverged run's meta-loss as ``Infinity`` (``nonfinite="keep"`` of
+:mod:`l2o.record`): the chapters read them as floats.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from l2o import baselines, experiments
+from l2o import baselines, experiments, record
 from l2o.features import FeatureConfig
 from l2o.gps import ConvolutionalGPS, CostProblem, GPSConfig, psi_actor, rollout
 from l2o.learned import _streams, evaluate_psd
@@ -118,10 +119,8 @@ def run_arm(arm: Arm, problem: MLPProblem, out: Path, iterations: int, base: GPS
         scores["rows"].append(row)
         log.info("%s iteration %d: π %.2f, ψ mean %.2f (validation)", arm.name, gps.iteration,
                  np.mean(row["pi"]), np.mean(row["psi_mean"]))
-        _write(scores_path, {**scores, "arm": dataclasses.asdict(arm),
-                             "config": dataclasses.asdict(cfg), "seeds": list(seeds)})
-    _write(scores_path, {**scores, "arm": dataclasses.asdict(arm),
-                         "config": dataclasses.asdict(cfg), "seeds": list(seeds)})
+        _write_scores(scores_path, scores, arm, cfg, seeds)
+    _write_scores(scores_path, scores, arm, cfg, seeds)
     return scores
 
 
@@ -135,6 +134,12 @@ def summarise(scores: dict) -> dict:
             "pi_best_se": float(np.std(rows[best]["pi"], ddof=1) / np.sqrt(len(rows[best]["pi"]))),
             "psi_mean_best": float(np.nanmin(psi)), "pi_last": float(pi[-1]),
             "iterations": len(rows) - 1}
+
+
+def _write_scores(path: Path, scores: dict, arm: Arm, cfg: GPSConfig, seeds) -> None:
+    record.atomic_write_json(path, {**scores, "arm": dataclasses.asdict(arm),
+                                    "config": dataclasses.asdict(cfg), "seeds": list(seeds)},
+                             nonfinite="keep")
 
 
 def _score_snapshot(problem: MLPProblem, path: Path, seeds: Sequence[int], horizon: int) -> dict:
@@ -179,7 +184,7 @@ def choose_snapshot(problem: MLPProblem, run_dir: Path, seeds: Sequence[int] = V
                  "validation_meta_loss": best["mean"], "snapshot": best["file"]})
     out = {"rows": rows, "best": best, "seeds": list(seeds), "horizon": horizon,
            "policy_file": name}
-    _write(run_dir / "validation.json", out)
+    record.atomic_write_json(run_dir / "validation.json", out, nonfinite="keep")
     return out
 
 
@@ -208,18 +213,9 @@ def reference_scores(seeds: Sequence[int] = VALIDATION_SEEDS, horizon: int = 400
     return {name: {"per_seed": v, "mean": float(np.mean(v))} for name, v in out.items()}
 
 
-def _write(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     """``python -m l2o.gps_study arms``: meta-train and score each arm."""
     import argparse
-    import platform
-    import subprocess
 
     from l2o.data import make_problem
 
@@ -248,7 +244,8 @@ def main(argv=None) -> int:
     if a.cmd == "references":
         torch.set_num_threads(1)
         refs = reference_scores(l2l_file=a.l2l)
-        _write(Path(a.out), {"references": refs, "seeds": list(VALIDATION_SEEDS), "horizon": 400})
+        record.atomic_write_json(Path(a.out), {"references": refs, "seeds": list(VALIDATION_SEEDS),
+                                               "horizon": 400}, nonfinite="keep")
         for name, r in sorted(refs.items(), key=lambda kv: kv[1]["mean"]):
             print(f"{name:10s} {r['mean']:.2f}")
         return 0
@@ -276,22 +273,18 @@ def main(argv=None) -> int:
                      eval_samples=a.eval_samples, max_step_mult=a.max_step_mult)
     out = Path(a.out)
     t0 = time.perf_counter()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True).stdout.strip())
+    git = record.git_state()
+    command = "python -m l2o.gps_study " + " ".join(argv or [])
     table = {}
     if (out / "arms.json").exists():   # arms scored by an earlier invocation stay listed
         table = json.loads((out / "arms.json").read_text()).get("arms", {})
     for name in names:
         scores = run_arm(ARMS[name], problem, out / name, a.iterations, base)
         table[name] = {"description": ARMS[name].description, **summarise(scores)}
-        _write(out / "arms.json", {"arms": table, "seeds": list(VALIDATION_SEEDS),
-                                   "base_config": dataclasses.asdict(base),
-                                   "command": "python -m l2o.gps_study " + " ".join(argv or []),
-                                   "git_commit": commit, "git_dirty": dirty,
-                                   "wall_time_s": time.perf_counter() - t0,
-                                   "machine": {"platform": platform.platform(), "threads": 1,
-                                               "torch": torch.__version__}})
+        record.atomic_write_json(out / "arms.json", {
+            "arms": table, "seeds": list(VALIDATION_SEEDS),
+            "base_config": dataclasses.asdict(base),
+            **record.provenance(command, time.perf_counter() - t0, git)}, nonfinite="keep")
     for name, row in table.items():
         print(f"{name:24s} π {row['pi_start']:.2f} → best {row['pi_best']:.2f} "
               f"(iteration {row['pi_best_iteration']}), ψ mean best {row['psi_mean_best']:.2f}")

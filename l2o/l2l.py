@@ -78,12 +78,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -93,6 +90,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from l2o import record
 from l2o.policy import chunk_rows, fuse_lstm_gates, fused_lstm_cell_, workspace
 from l2o.problems import MLPProblem
 
@@ -657,7 +655,7 @@ def meta_train(
             "elapsed_s": elapsed,
             "torch_version": str(torch.__version__),
         }
-        _atomic_save(payload, ckpt_path)
+        record.atomic_torch_save(ckpt_path, payload)
 
     def validate():
         ev = evaluate(net, problem, config)
@@ -719,13 +717,6 @@ def meta_train(
 
 
 # ---------------------------------------------------------------------- files
-def _atomic_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def _read(path: Path, expected_format: str | tuple[str, ...]) -> dict:
     formats = (expected_format,) if isinstance(expected_format, str) else expected_format
     if not path.is_file():
@@ -808,7 +799,7 @@ def save_l2l(net: L2LNet, path: str | os.PathLike, config: L2LConfig | None = No
         "meta": meta or {},
         "torch_version": str(torch.__version__),
     }
-    _atomic_save(payload, path)
+    record.atomic_torch_save(path, payload)
     return path
 
 
@@ -953,33 +944,6 @@ class L2LOptimizer(torch.optim.Optimizer):
 _SOURCE_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
-def _git_info(root: Path) -> dict:
-    def run(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    return {"commit": run("rev-parse", "HEAD") or None,
-            "dirty": bool(run("status", "--porcelain")),
-            "l2l_py_tracked_and_clean": bool(run("ls-files", "l2o/l2l.py"))
-            and not run("status", "--porcelain", "l2o/l2l.py"),
-            "l2l_py_sha256": _SOURCE_SHA256}
-
-
-def _json_dumps(obj) -> str:
-    """JSON with non-finite floats (a diverged epoch) written as null."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(obj), indent=1, allow_nan=False)
-
-
 def _make_mnist48(batch_size: int, data_dir: str | None) -> tuple[MLPProblem, str]:
     from l2o import data
 
@@ -1009,6 +973,7 @@ def _train_cli(args) -> int:
         return 1
     logger.info("problem: %r", problem)
     ckpt = out / "checkpoint.pt"
+    git = record.git_state()  # the tree this session runs, before it writes anything
     t0 = time.time()
     res = meta_train(problem, config, seed=args.seed, epochs=args.epochs, checkpoint=ckpt,
                      resume=args.resume, progress=False if args.no_progress else None)
@@ -1017,48 +982,33 @@ def _train_cli(args) -> int:
             "epochs": res["epoch"], "seed": args.seed, "problem": _problem_signature(problem),
             "data": data_desc}
     save_l2l(res["net"], out / "l2l_mnist48.pt", config, meta)
-    (out / "history.json").write_text(_json_dumps(
-        {"config": config.to_dict(), "seed": args.seed, "best": res["best"],
-         "epochs": res["epoch"], **res["history"]}) + "\n")
-    root = Path(__file__).resolve().parents[1]
+    # non-finite numbers null, as before record.py: the meta-training chapter reads them
+    record.atomic_write_json(out / "history.json", {
+        "config": config.to_dict(), "seed": args.seed, "best": res["best"],
+        "epochs": res["epoch"], **res["history"]}, nonfinite="null")
+    command = " ".join([Path(sys.executable).name, "-m", "l2o.l2l", *sys.argv[1:]])
+    prov = record.provenance(
+        command, round(wall, 1), git,
+        what="L2L (Andrychowicz et al. 2016) meta-trained on MNIST-48 (48-48-10), l2o.l2l",
+        seeds={"seed": args.seed, "training_generator": TRAIN_SEED_OFFSET + args.seed,
+               "validation": list(config.eval_seeds),
+               "note": "training stream torch.Generator(TRAIN_SEED_OFFSET + seed) also "
+                       "initialises the net; validation seeds (raw torch seeds) select the "
+                       "best checkpoint; l2o.experiments derives its test seeds with "
+                       "SeedSequence, so no stream is shared"},
+        config=config.to_dict(), epochs=res["epoch"], best=res["best"],
+        compute_time_s=round(res["elapsed_s"], 1), data=data_desc,
+        problem=_problem_signature(problem))
+    # this file's key before record.py, which the meta-training chapter reads; the hash
+    # of l2l.py as imported (the file may change during a run)
+    prov["git"] = {"commit": git["git_commit"] or None, "dirty": git["git_dirty"],
+                   "l2l_py_sha256": _SOURCE_SHA256}
     prov_path = out / "provenance.json"
-    sessions = []
-    if args.resume and prov_path.exists():
-        try:
-            sessions = json.loads(prov_path.read_text()).get("sessions", [])
-        except (OSError, ValueError):
-            sessions = []
-    sessions.append({"command": " ".join([Path(sys.executable).name, "-m", "l2o.l2l",
-                                          *sys.argv[1:]]),
-                     "wall_time_s": round(wall, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                     "epochs_after": res["epoch"]})
-    prov = {
-        "what": "L2L (Andrychowicz et al. 2016) meta-trained on MNIST-48 (48-48-10), l2o.l2l",
-        "command": sessions[-1]["command"],
-        "git": _git_info(root),
-        "seeds": {"seed": args.seed, "training_generator": TRAIN_SEED_OFFSET + args.seed,
-                  "validation": list(config.eval_seeds),
-                  "note": "training stream torch.Generator(TRAIN_SEED_OFFSET + seed) also "
-                          "initialises the net; validation seeds (raw torch seeds) select the "
-                          "best checkpoint; l2o.experiments derives its test seeds with "
-                          "SeedSequence, so no stream is shared"},
-        "config": config.to_dict(),
-        "epochs": res["epoch"],
-        "best": res["best"],
-        "compute_time_s": round(res["elapsed_s"], 1),
-        "wall_time_s": round(sum(s["wall_time_s"] for s in sessions), 1),
-        "sessions": sessions,
-        "machine": {"node": platform.node(), "platform": platform.platform(),
-                    "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count()},
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "threads": {"torch": torch.get_num_threads(),
-                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
-        "data": data_desc,
-        "problem": _problem_signature(problem),
-    }
-    prov_path.write_text(_json_dumps(prov) + "\n")
+    prov = record.add_segment(prov_path if args.resume else None, prov,
+                              epochs_after=res["epoch"])
+    # wall_time_s: every session's together, as before (the chapter reports the total)
+    prov["wall_time_s"] = round(sum(s.get("wall_time_s") or 0.0 for s in prov["segments"]), 1)
+    record.atomic_write_json(prov_path, prov)
     logger.info("best validation meta-loss %.4f at epoch %s; wrote %s", res["best"]["meta_loss"],
                 res["best"]["epoch"], out)
     return 0

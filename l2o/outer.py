@@ -54,6 +54,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from l2o import record
 from l2o.features import FeatureConfig, ObservationTracker
 from l2o.gps import (ConvolutionalGPS, CostProblem, GPSConfig, load_policy, pi_actor, rollout,
                      safe_load, save_policy)
@@ -451,12 +452,13 @@ class OuterTrainer:
                    "eval_s": self.eval_s, "updates": self.updates,
                    "next_eval": self._next_eval,
                    "history": json.dumps(self.history), "best": json.dumps(self.best)}
-        tmp = self.out / "checkpoint.pt.part"
-        torch.save(payload, tmp)
-        os.replace(tmp, self.out / "checkpoint.pt")
-        _write_json(self.out / "history.json",
-                    {**self._signature(), "history": self.history, "best": self.best,
-                     "train_s": self.train_s, "eval_s": self.eval_s, "updates": self.updates})
+        record.atomic_torch_save(self.out / "checkpoint.pt", payload)
+        # non-finite numbers null, as before record.py: the comparison reads these curves
+        record.atomic_write_json(
+            self.out / "history.json",
+            {**self._signature(), "history": self.history, "best": self.best,
+             "train_s": self.train_s, "eval_s": self.eval_s, "updates": self.updates},
+            nonfinite="null")
 
     def resume(self) -> bool:
         """Load ``OUT/checkpoint.pt`` if it exists; ``False`` when there is none."""
@@ -581,21 +583,6 @@ class OuterTrainer:
         return {"best": self.best, "train_s": self.train_s, "updates": self.updates}
 
 
-def _write_json(path: Path, obj) -> None:
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(clean(obj), indent=1, default=str))
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------- command line
 def main(argv=None) -> int:
     """``python -m l2o.outer train``: meta-train π by truncated BPTT or antithetic ES."""
@@ -603,7 +590,7 @@ def main(argv=None) -> int:
 
     from l2o.cli import positive_float, positive_int
     from l2o.data import DatasetFormatError, DatasetNotFoundError, make_problem
-    from l2o.gps import PolicyFileError, _git_state, _provenance
+    from l2o.gps import PolicyFileError
     from l2o.learned import pretrained_file
 
     ap = argparse.ArgumentParser(prog="python -m l2o.outer")
@@ -673,7 +660,7 @@ def main(argv=None) -> int:
     if cfg.horizon != gps_cfg.horizon:
         gps_cfg = dataclasses.replace(gps_cfg, horizon=cfg.horizon)
     trainer = OuterTrainer(problem, cfg, fcfg, teacher, out, gps_cfg)
-    git_state = _git_state()
+    git_state = record.git_state()
     if a.resume:
         try:
             trainer.resume()
@@ -687,21 +674,11 @@ def main(argv=None) -> int:
     result = trainer.run(progress=progress)
     wall = time.perf_counter() - t0
     prov_path = out / "provenance.json"
-    prov = _provenance(a, wall, problem, {"config": dataclasses.asdict(cfg), "teacher": teacher,
-                                          "features": dataclasses.asdict(fcfg),
-                                          "warm_start_from": str(like),
-                                          "policy_file": f"pi_{cfg.method}.pt"}, git_state)
-    prov["command"] = " ".join(["python -m l2o.outer", *sys.argv[1:]])
-    segments = []
-    if a.resume and prov_path.exists():
-        try:
-            segments = json.loads(prov_path.read_text()).get("segments", [])
-        except (ValueError, OSError):
-            segments = []
-    segments.append({**git_state, "wall_time_s": wall, "date": prov["date"],
-                     "command": prov["command"]})
-    prov["segments"] = segments
-    _write_json(prov_path, prov)
+    prov = record.provenance(" ".join(["python -m l2o.outer", *sys.argv[1:]]), wall, git_state,
+                             problem=repr(problem), config=dataclasses.asdict(cfg),
+                             teacher=teacher, features=dataclasses.asdict(fcfg),
+                             warm_start_from=str(like), policy_file=f"pi_{cfg.method}.pt")
+    record.atomic_write_json(prov_path, record.add_segment(prov_path if a.resume else None, prov))
     print(f"{cfg.method}: best validation meta-loss {result['best']['meta_loss']:.2f} after "
           f"{result['best']['updates']} updates; {result['train_s']:.0f} s of training; "
           f"π in {out / f'pi_{cfg.method}.pt'}")

@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from l2o import experiments
+from l2o import experiments, record
 from l2o.baselines import BASELINES
 from l2o.gps import (ConvolutionalGPS, CostProblem, GPSConfig, load_policy, psi_actor, rollout)
 from l2o.learned import _results, _streams, evaluate_l2l, evaluate_psd, pretrained_file
@@ -209,7 +209,7 @@ def training_curve(method: str) -> dict:
         cont = _root(GPS_CONTINUED) / "scores.json"
         if cont.exists():
             extra = json.loads(cont.read_text())
-            pts += [(r["train_s"], r["mean"]) for r in extra["rows"]]
+            pts += [(r["train_s"], record.from_jsonable_float(r["mean"])) for r in extra["rows"]]
         pts.sort()
         return {"train_s": [p[0] for p in pts], "meta_loss": [p[1] for p in pts]}
     h = json.loads((_root(RUNS[method]) / "history.json").read_text())
@@ -234,7 +234,7 @@ def gps_continue_scores(problem: MLPProblem, seeds: Sequence[int] = (2000, 2001,
         rows.append({"file": f.name, "iteration": i + 1, "train_s": float(clock[i]),
                      "pi": v, "mean": float(np.mean(v))})
     out = {"rows": rows, "seeds": list(seeds)}
-    (d / "scores.json").write_text(json.dumps(out, indent=1))
+    record.atomic_write_json(d / "scores.json", out)
     return out
 
 
@@ -245,14 +245,13 @@ def chosen_gps_policy() -> Path:
     cont = _root(GPS_CONTINUED) / "scores.json"
     if cont.exists():
         for r in json.loads(cont.read_text())["rows"]:
-            if r["mean"] < best[0]:
-                best = (r["mean"], _root(GPS_CONTINUED) / "snapshots" / r["file"])
+            mean = record.from_jsonable_float(r["mean"])
+            if mean < best[0]:
+                best = (mean, _root(GPS_CONTINUED) / "snapshots" / r["file"])
     if best[1].parent.name == "snapshots":
         # snapshots are not committed: keep the chosen one beside the run
-        import shutil
-
         kept = _root(GPS_CONTINUED) / "pi_gps.pt"
-        shutil.copyfile(best[1], kept)
+        record.atomic_write_bytes(kept, best[1].read_bytes())
         return kept
     return best[1]
 
@@ -344,23 +343,10 @@ def compare(workers: int = 1, horizon: int = 400, seeds: Sequence[int] = HELDOUT
     return out
 
 
-def _clean(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        return _clean(v.item())
-    return v
-
-
 def main(argv=None) -> int:
     import argparse
 
     from l2o.cli import positive_int
-    from l2o.gps import _git_state, _provenance
 
     ap = argparse.ArgumentParser(prog="python -m l2o.outer_study")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -373,7 +359,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    git_state = _git_state()
+    git_state = record.git_state()
     t0 = time.perf_counter()
     if a.cmd == "score-gps":
         res = gps_continue_scores(training_problem(a.data_dir))
@@ -386,11 +372,10 @@ def main(argv=None) -> int:
             return 1
     res = compare(a.workers, data_dir=a.data_dir)
     P = training_problem(a.data_dir)
-    res["provenance"] = _provenance(a, time.perf_counter() - t0, P, {}, git_state)
-    res["provenance"]["command"] = " ".join(["python -m l2o.outer_study", *sys.argv[1:]])
-    out = _root(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_clean(res), indent=1, default=str))
+    res["provenance"] = record.provenance(" ".join(["python -m l2o.outer_study", *sys.argv[1:]]),
+                                          time.perf_counter() - t0, git_state,
+                                          problem=repr(P))
+    record.atomic_write_json(_root(a.out), res)
     for r in res["table"]:
         print(f"{r['rank']:>2}  {r['label']:<24} {r['mean']:8.2f} ± {r['se']:.2f}")
     print("verdict:", res["verdict"]["text"])

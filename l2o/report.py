@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from l2o import experiments, figures
+from l2o import experiments, figures, record
 
 __all__ = [
     "EARLY_FRACTION",
@@ -661,13 +660,6 @@ class Deviation:
     effect: str
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def collect_setup(figs: Mapping[int, figures.FigureData], psd_dir="results/psd",
                   l2l_dir="results/l2l", tuning_file="results/tuning/chosen.json",
                   extension_chapter="book/11_figure5.ipynb") -> Setup:
@@ -696,9 +688,9 @@ def collect_setup(figs: Mapping[int, figures.FigureData], psd_dir="results/psd",
         for runs in fd.results.values():
             for r in runs:
                 hparams.setdefault(r.optimizer, dict(r.hparams))
-    prov = _read_json(under_root(psd_dir) / "provenance.json") or {}
-    lprov = _read_json(under_root(l2l_dir) / "provenance.json") or {}
-    chosen = _read_json(under_root(tuning_file)) or {}
+    prov = record.read_json(under_root(psd_dir) / "provenance.json") or {}
+    lprov = record.read_json(under_root(l2l_dir) / "provenance.json") or {}
+    chosen = record.read_json(under_root(tuning_file)) or {}
     edges = {k: v.get("at_grid_edge", []) for k, v in chosen.get("details", {}).items()
              if v.get("at_grid_edge")}
     lcfg = lprov.get("config", {})
@@ -726,7 +718,7 @@ def collect_setup(figs: Mapping[int, figures.FigureData], psd_dir="results/psd",
         data=info, figure_horizon=paper[1]["horizon"], figure_batch=paper[1]["batch_size"],
         gps_config=prov.get("config", {}),
         gps_defaults=dataclasses.asdict(gps.GPSConfig()), teacher=prov.get("teacher", {}),
-        comparison=_read_json(under_root(psd_dir) / "comparison.json"), l2l=l2l,
+        comparison=record.read_json(under_root(psd_dir) / "comparison.json"), l2l=l2l,
         hparams=hparams, tuning_edges=edges, features=features, policy=policy,
         init_std=float(init_std), divergence_factor=experiments.DIVERGENCE_FACTOR,
         n_seeds=len(fds[0].seeds) if fds else 0,
