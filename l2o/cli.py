@@ -50,6 +50,20 @@ positive_float = _checked(float, lambda v: v > 0, "a finite number > 0")
 #: A number in [0, 1) (momentum).
 fraction = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
+def check_run_folder(parser: argparse.ArgumentParser, out, resume: bool,
+                     checkpoint: str = "checkpoint.pt") -> None:
+    """Usage errors of a resumable run's folder: a checkpoint that ``--resume`` would be
+    needed to continue, or ``--resume`` with nothing to continue (exit code 2)."""
+    from pathlib import Path
+
+    ck = Path(out) / checkpoint
+    if ck.exists() and not resume:
+        parser.error(f"{ck} exists: pass --resume to continue it, or choose another --out")
+    if resume and not ck.exists():
+        parser.error(f"--resume: there is no checkpoint at {ck}; leave out --resume to start "
+                     "a new run")
+
+
 #: ``l2o NAME ...`` runs ``python -m l2o.NAME ...``.
 COMMANDS = ("experiments", "figures", "gps", "gps_study", "outer", "outer_study", "l2l", "data")
 

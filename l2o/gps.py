@@ -1305,7 +1305,7 @@ def main(argv=None) -> int:
     import argparse
 
     from l2o import baselines
-    from l2o.cli import fraction, positive_float, positive_int
+    from l2o.cli import check_run_folder, fraction, positive_float, positive_int
     from l2o.data import (_ALIASES, DATASETS, DatasetFormatError, DatasetNotFoundError,
                           make_problem)
 
@@ -1348,12 +1348,7 @@ def main(argv=None) -> int:
     except (TypeError, ValueError) as e:
         tr.error(str(e))
     out = Path(a.out)
-    if (out / "checkpoint.pt").exists() and not a.resume:
-        tr.error(f"{out / 'checkpoint.pt'} exists: pass --resume to continue it, or choose "
-                 "another --out")
-    if a.resume and not (out / "checkpoint.pt").exists():
-        tr.error(f"--resume: there is no checkpoint at {out / 'checkpoint.pt'}; leave out "
-                 "--resume to start a new run")
+    check_run_folder(tr, out, a.resume)
     if a.teacher == "adam" and a.teacher_momentum is not None:
         tr.error("--teacher-momentum applies to the momentum teacher only")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -588,7 +588,7 @@ def main(argv=None) -> int:
     """``python -m l2o.outer train``: meta-train π by truncated BPTT or antithetic ES."""
     import argparse
 
-    from l2o.cli import positive_float, positive_int
+    from l2o.cli import check_run_folder, positive_float, positive_int
     from l2o.data import DatasetFormatError, DatasetNotFoundError, make_problem
     from l2o.gps import PolicyFileError
     from l2o.learned import pretrained_file
@@ -636,11 +636,7 @@ def main(argv=None) -> int:
     except (TypeError, ValueError) as e:
         tr.error(str(e))
     out = Path(a.out)
-    if (out / "checkpoint.pt").exists() and not a.resume:
-        tr.error(f"{out / 'checkpoint.pt'} exists: pass --resume to continue it, or choose "
-                 "another --out")
-    if a.resume and not (out / "checkpoint.pt").exists():
-        tr.error(f"--resume: there is no checkpoint at {out / 'checkpoint.pt'}")
+    check_run_folder(tr, out, a.resume)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(a.threads)
     try:
