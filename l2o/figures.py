@@ -422,7 +422,7 @@ def figure_results(figure: int, seeds: Sequence[int] = experiments.EVAL_SEEDS,
     return out
 
 
-#: Beyond the paper: Figure 5 continued to 2,000 iterations, on every panel (chapter 11
+#: Beyond the paper: Figure 5 continued to 2,000 iterations, on every panel (book/11_figure5
 #: shows the panels its ``extension_datasets`` parameter names).
 EXTENSION = {"figure": 5, "horizon": 2000, "datasets": experiments.FIGURE_DATASETS}
 
