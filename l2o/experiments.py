@@ -119,6 +119,9 @@ EVAL_SEEDS = (0, 1, 2, 3, 4)
 TUNING_DIR = ROOT / "results" / "tuning"
 SMOKE_TUNING_DIR = ROOT / "results" / "smoke" / "tuning"
 GRID_DIR = ROOT / "results" / "grid"
+#: Beyond the paper: the baselines tuned on each figure dataset's 48-48 objective
+#: (``python -m l2o.experiments tune --dataset NAME``), one folder per dataset.
+PER_DATASET_TUNING_DIR = ROOT / "results" / "tuning_per_dataset"
 #: Version of the result-file layout; part of every cache key.
 RESULT_FORMAT = 1
 
@@ -636,7 +639,7 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
          horizon: int = 400, grids: Mapping[str, Sequence[Mapping]] | None = None,
          out_dir: str | os.PathLike | None = TUNING_DIR, workers: int = 2, progress: bool = True,
          data_dir=None, smoke: bool = False, command: str | None = None,
-         batch_seeds: bool = False) -> dict:
+         batch_seeds: bool = False, dataset: str = TUNING_PROBLEM["dataset"]) -> dict:
     """Grid-search the baselines' hyperparameters as the paper does (book/design.md, D11).
 
     Every configuration of every optimizer's grid runs from each tuning seed for
@@ -658,7 +661,7 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
 
     Args:
         problem: objective; default the MNIST 48-48-10 net, minibatch 64
-            (:data:`TUNING_PROBLEM`, float32).
+            (:data:`TUNING_PROBLEM`, float32), on ``dataset`` instead of MNIST if given.
         names: optimizers to tune (registry names with a grid).
         seeds: tuning seeds (default :data:`TUNING_SEEDS`, disjoint from the
             evaluation seeds).
@@ -691,7 +694,7 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
     if problem is None:
         from l2o import data as l2o_data
 
-        spec = TUNING_PROBLEM
+        spec = dict(TUNING_PROBLEM, dataset=dataset)
         problem = l2o_data.make_problem(spec["dataset"], spec["n_in"], spec["n_hidden"],
                                         batch_size=spec["batch_size"], data_dir=data_dir)
         source = l2o_data.prepare(spec["dataset"], spec["n_in"], data_dir=data_dir).describe()
@@ -1307,6 +1310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Baseline tuning and the paper's experiment grid.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_tune = sub.add_parser("tune", help="grid-search the baselines on MNIST 48-48-10 (T=400)")
+    p_tune.add_argument("--dataset", default=TUNING_PROBLEM["dataset"],
+                        choices=(TUNING_PROBLEM["dataset"], *FIGURE_DATASETS),
+                        help="objective to tune on: the paper's MNIST (default) or one of the "
+                             "figures' datasets (the same 48-48 net, minibatch 64); the latter "
+                             f"is written to {PER_DATASET_TUNING_DIR.name}/NAME unless --out")
     p_tune.add_argument("--smoke", action="store_true",
                         help="tiny grid, T=20, one seed; a run folder under results/smoke/tuning")
     p_tune.add_argument("--optimizers", nargs="+", default=list(BASELINES), metavar="NAME",
@@ -1358,7 +1366,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = TUNING_DIR
         if args.update_chosen and args.smoke:
             p_tune.error("--update-chosen cannot be combined with --smoke")
-        out = Path(args.out) if args.out else _run_dir(base, horizon)
+        per_dataset = args.dataset != TUNING_PROBLEM["dataset"]
+        if args.update_chosen and per_dataset:
+            p_tune.error(f"--update-chosen writes the tuning the package uses, which is on "
+                         f"{TUNING_PROBLEM['dataset']}; a tuning on {args.dataset} goes to "
+                         f"its own folder (default {PER_DATASET_TUNING_DIR / args.dataset})")
+        if args.out:
+            out = Path(args.out)
+        elif per_dataset and not args.smoke:
+            out = PER_DATASET_TUNING_DIR / args.dataset
+        else:
+            out = _run_dir(base, horizon)
         # Before any run: may the result go where it is to be written?  (The objective
         # is the fixed tuning problem; tune() compares it too once the data are loaded.)
         for target in [out] + ([TUNING_DIR] if args.update_chosen else []):
@@ -1371,7 +1389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         res = tune(names=args.optimizers, seeds=seeds, horizon=horizon, out_dir=out,
                    workers=args.workers, progress=not args.no_progress, data_dir=args.data_dir,
-                   smoke=args.smoke, command=command, batch_seeds=args.batch_seeds)
+                   smoke=args.smoke, command=command, batch_seeds=args.batch_seeds,
+                   dataset=args.dataset)
         print(f"wrote {out}/grid.json, chosen.json, provenance.json "
               f"({res['provenance']['wall_time_s']:.0f} s)")
         if args.update_chosen:
