@@ -8,6 +8,11 @@ so a new meta-training run never reuses stale curves.
 
     python -m l2o.figures --figure 1        # fill the caches for Figure 1
     python -m l2o.figures --all             # every figure and the Figure 5 continuation
+
+Beyond the paper's nine methods, *extra rows* can join a panel: the registry's
+line-search baselines (:data:`l2o.baselines.EXTRA_BASELINES`) and a π meta-trained
+without GPS (:data:`OUTER_RUNS`, chapter "What limits PSD"); :func:`default_extras`
+names them. They are cached like the others and shown apart from the paper's rows.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from l2o import experiments, l2l
-from l2o.baselines import BASELINES
+from l2o import experiments, l2l, record
+from l2o.baselines import BASELINES, EXTRA_BASELINES
 from l2o.data import make_problem
 from l2o.gps import load_policy
 from l2o.learned import PRETRAINED, evaluate_l2l, evaluate_psd
@@ -38,6 +43,41 @@ log = logging.getLogger(__name__)
 PSD_FILE = experiments.ROOT / PRETRAINED["psd"][0]
 L2L_FILE = experiments.ROOT / PRETRAINED["l2l"][0]
 LEARNED_DIR = experiments.ROOT / "results" / "learned"
+
+#: Beyond the paper: π meta-trained without GPS (truncated BPTT and ES, chapter "What
+#: limits PSD"), by run folder under the repository root.  :func:`outer_policy` picks one
+#: of them for the figures' extra row.
+OUTER_RUNS = {"pi_bptt": "results/outer/bptt", "pi_es": "results/outer/es"}
+
+
+def outer_policy(root: str | Path | None = None) -> tuple[str, Path] | None:
+    """The π of :data:`OUTER_RUNS` shown as an extra row: ``(name, policy file)``.
+
+    The run whose best snapshot has the lowest validation meta-loss on the training
+    objective (``history.json``'s ``best``): chosen on the training objective, as PSD's
+    own π is, never on a figure's panels.  None when no run folder is here.
+    """
+    root = Path(experiments.ROOT if root is None else root)
+    best = None
+    for name, rel in OUTER_RUNS.items():
+        policy = root / rel / f"{name}.pt"
+        score = ((record.read_json(root / rel / "history.json") or {}).get("best") or {}) \
+            .get("meta_loss")
+        if policy.is_file() and isinstance(score, (int, float)) and np.isfinite(score) \
+                and (best is None or score < best[0]):
+            best = (float(score), name, policy)
+    return None if best is None else (best[1], best[2])
+
+
+def default_extras(root: str | Path | None = None) -> tuple[tuple[str, ...], dict[str, Path]]:
+    """The extra rows of the figure chapters: ``(registry baselines, {name: π file})``."""
+    pi = outer_policy(root)
+    return tuple(EXTRA_BASELINES), ({} if pi is None else {pi[0]: pi[1]})
+
+
+def _learned_kind(name: str) -> str:
+    """``"l2l"`` for the L2L net, ``"psd"`` for PSD and every other learned π."""
+    return "l2l" if name == "l2l" else "psd"
 
 
 def _sha(path: Path) -> str:
@@ -53,7 +93,8 @@ def _learned_paths(name: str, dataset: str, setting: dict, seeds: Sequence[int],
 
 def learned_runs(name: str, dataset: str, setting: dict, seeds: Sequence[int], policy: bytes,
                  policy_name: str, data_dir=None) -> list:
-    """PSD (``name="psd"``) or L2L (``"l2l"``) runs on one panel, computed, not saved.
+    """PSD (``name="psd"``) or L2L (``"l2l"``) runs on one panel, computed, not saved;
+    any other ``name`` is a π file run as PSD and labelled ``name`` (an extra row).
 
     Takes the policy file's content rather than its path, so that a Dask worker needs
     no copy of ``results/``; runs with one torch thread, as every run of the grid.
@@ -64,9 +105,9 @@ def learned_runs(name: str, dataset: str, setting: dict, seeds: Sequence[int], p
     with tempfile.TemporaryDirectory() as tmp, experiments.one_thread():
         f = Path(tmp) / policy_name
         f.write_bytes(policy)
-        if name == "psd":
+        if _learned_kind(name) == "psd":
             pol, fcfg, _ = load_policy(f)
-            runs = evaluate_psd(P, pol, list(seeds), setting["horizon"], fcfg)
+            runs = evaluate_psd(P, pol, list(seeds), setting["horizon"], fcfg, label=name)
         else:
             runs = evaluate_l2l(P, l2l.load_l2l(f), list(seeds), setting["horizon"])
     for r in runs:
@@ -76,7 +117,8 @@ def learned_runs(name: str, dataset: str, setting: dict, seeds: Sequence[int], p
 
 def learned_results(name: str, dataset: str, setting: dict, seeds: Sequence[int],
                     policy_file: Path, cache_dir: Path = LEARNED_DIR):
-    """PSD (``name="psd"``) or L2L (``"l2l"``) runs for one dataset, from cache or fresh."""
+    """Runs of a learned optimizer (:func:`learned_runs`) on one dataset, from cache or
+    fresh."""
     paths = _learned_paths(name, dataset, setting, seeds, policy_file, cache_dir)
     missing = [s for s in seeds if not paths[s].exists()]
     if missing:
@@ -154,23 +196,29 @@ def _problem_size(dataset: str, n_in: int, n_hidden: int, data_dir=None) -> tupl
 def grid_tasks(panels: Sequence[tuple[int, Sequence[str], int | None]],
                seeds: Sequence[int] = experiments.EVAL_SEEDS,
                results_dir=experiments.GRID_DIR, learned_dir=LEARNED_DIR, psd_file=PSD_FILE,
-               l2l_file=L2L_FILE, data_dir=None) -> list[GridTask]:
+               l2l_file=L2L_FILE, data_dir=None, extras: Sequence[str] = (),
+               extra_learned: Mapping[str, Path] | None = None,
+               paper_rows: bool = True) -> list[GridTask]:
     """The tasks still to run for ``panels``: ``(figure, datasets, horizon or None)``.
 
     One task per baseline run (as :func:`l2o.experiments.run_grid` runs them) and one
     per learned optimizer and panel (all its seeds in one batched rollout); results
-    already in the caches are skipped.  Costliest first.
+    already in the caches are skipped.  Costliest first.  ``extras`` (registry names)
+    and ``extra_learned`` (``{name: π file}``) add extra rows; ``paper_rows=False``
+    leaves out the paper's nine methods (the extra rows only).
     """
     tasks, seen = [], set()
-    blobs = {name: Path(f).read_bytes() for name, f in (("psd", psd_file), ("l2l", l2l_file))}
-    files = {"psd": Path(psd_file), "l2l": Path(l2l_file)}
+    files = dict({"psd": Path(psd_file), "l2l": Path(l2l_file)} if paper_rows else {})
+    files.update({k: Path(v) for k, v in (extra_learned or {}).items()})
+    blobs = {name: f.read_bytes() for name, f in files.items()}
+    optimizers = (*(BASELINES if paper_rows else ()), *extras)
     for figure, datasets, horizon in panels:
         setting = dict(experiments.FIGURES[figure])
         if horizon is not None:
             setting["horizon"] = int(horizon)
         specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
                                             setting["batch_size"], setting["horizon"], o, s)
-                 for d in datasets for o in BASELINES for s in seeds]
+                 for d in datasets for o in optimizers for s in seeds]
         todo = [s for s in experiments.pending_specs(dict.fromkeys(specs), results_dir)
                 if s not in seen]
         seen.update(todo)
@@ -182,7 +230,7 @@ def grid_tasks(panels: Sequence[tuple[int, Sequence[str], int | None]],
                 len(group) * group[0].horizon, dim, m, "baseline"))
         for d in datasets:
             dim, m = _problem_size(d, setting["n_in"], setting["n_hidden"], data_dir)
-            for name in ("psd", "l2l"):
+            for name in files:
                 paths = _learned_paths(name, d, setting, seeds, files[name], learned_dir)
                 missing = [s for s in seeds if not paths[s].exists()]
                 label = paths[seeds[0]].stem.rsplit("_seed", 1)[0] if seeds else name
@@ -192,7 +240,8 @@ def grid_tasks(panels: Sequence[tuple[int, Sequence[str], int | None]],
                 tasks.append(GridTask(
                     label, learned_runs,
                     (name, d, setting, missing, blobs[name], files[name].name, data_dir),
-                    [paths[s] for s in missing], len(missing) * setting["horizon"], dim, m, name))
+                    [paths[s] for s in missing], len(missing) * setting["horizon"], dim, m,
+                    _learned_kind(name)))
     tasks.sort(key=lambda t: t.cost(), reverse=True)
     return tasks
 
@@ -370,7 +419,7 @@ def makespan(seconds: Sequence[float], workers: int) -> float:
 
 def estimate_grid(seeds: Sequence[int] = experiments.EVAL_SEEDS, workers: int = 2,
                   steps: tuple[int, int] = (3, 11), progress: bool = True,
-                  panels: Sequence | None = None) -> dict:
+                  panels: Sequence | None = None, extras: bool = True) -> dict:
     """Estimate of ``--all`` from empty caches, from measured per-step times.
 
     Returns ``{"tasks", "seconds" (per task), "core_seconds", "by_kind", "wall_seconds"
@@ -378,8 +427,9 @@ def estimate_grid(seeds: Sequence[int] = experiments.EVAL_SEEDS, workers: int = 
     to the caches.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        tasks = grid_tasks(all_panels() if panels is None else panels, seeds,
-                           Path(tmp) / "grid", Path(tmp) / "learned")
+        tasks = (all_tasks(seeds, extras, Path(tmp) / "grid", Path(tmp) / "learned")
+                 if panels is None else
+                 grid_tasks(panels, seeds, Path(tmp) / "grid", Path(tmp) / "learned"))
         seconds = measure_tasks(tasks, steps, progress)
     by_kind: dict[str, float] = {}
     for t, sec in zip(tasks, seconds):
@@ -394,30 +444,34 @@ def figure_results(figure: int, seeds: Sequence[int] = experiments.EVAL_SEEDS,
                    horizon: int | None = None, results_dir=experiments.GRID_DIR,
                    learned_dir=LEARNED_DIR, psd_file=PSD_FILE, l2l_file=L2L_FILE,
                    workers: int = 2, progress: bool = False, executor: str = "local",
-                   scheduler: str | None = None, extras: Sequence[str] = ()) -> dict[str, list]:
+                   scheduler: str | None = None, extras: Sequence[str] = (),
+                   extra_learned: Mapping[str, Path] | None = None) -> dict[str, list]:
     """``{dataset: [RunResult, ...]}`` of all nine optimizers in the setting of ``figure``.
 
     ``horizon`` overrides the figure's (smoke runs; Figure 5 beyond 800 steps).  Missing
     runs are computed with ``executor`` (:func:`run_tasks`) and cached.
     ``extras`` adds registry optimizers beyond the paper's seven as extra rows (e.g.
-    :data:`l2o.baselines.EXTRA_BASELINES`); they then take part in every rank of the
-    panel, so the default, none, keeps the nine methods the verdicts are about.
+    :data:`l2o.baselines.EXTRA_BASELINES`), ``extra_learned`` π files run as PSD under
+    their own names (``{name: file}``, e.g. :func:`outer_policy`); extra rows take part
+    in every rank of the panel, so the default, none, keeps the nine methods the
+    verdicts are about.
     """
     setting = dict(experiments.FIGURES[figure])
     if horizon is not None:
         setting["horizon"] = int(horizon)
+    extra_learned = dict(extra_learned or {})
     tasks = grid_tasks([(figure, datasets, setting["horizon"])], seeds, results_dir,
-                       learned_dir, psd_file, l2l_file)
+                       learned_dir, psd_file, l2l_file, extras=extras,
+                       extra_learned=extra_learned)
     run_tasks(tasks, executor, workers, scheduler, progress)
+    learned = {"psd": psd_file, "l2l": l2l_file, **extra_learned}
     out = {}
     for d in datasets:
         specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
                                             setting["batch_size"], setting["horizon"], o, s)
                  for o in (*BASELINES, *extras) for s in seeds]
-        # the extras are not among the tasks above: run_grid computes and caches them
-        out[d] = experiments.run_grid(specs, results_dir, workers=workers if extras else 1,
-                                      progress=False)
-        for name, f in (("psd", psd_file), ("l2l", l2l_file)):
+        out[d] = experiments.run_grid(specs, results_dir, workers=1, progress=False)
+        for name, f in learned.items():
             out[d] += learned_results(name, d, setting, list(seeds), Path(f), Path(learned_dir))
     return out
 
@@ -433,10 +487,27 @@ def all_panels() -> list[tuple[int, Sequence[str], int | None]]:
             + [(EXTENSION["figure"], EXTENSION["datasets"], EXTENSION["horizon"])])
 
 
+def all_tasks(seeds: Sequence[int] = experiments.EVAL_SEEDS, extras: bool = True,
+              results_dir=experiments.GRID_DIR, learned_dir=LEARNED_DIR) -> list[GridTask]:
+    """The tasks of ``--all`` still to run: every panel of :func:`all_panels` with the
+    paper's nine methods and, with ``extras``, the extra rows of :func:`default_extras`
+    on the paper's own panels (not on the continuation).  Costliest first."""
+    tasks = grid_tasks(all_panels(), seeds, results_dir, learned_dir)
+    if extras:
+        names, pis = default_extras()
+        native = [(f, experiments.FIGURE_DATASETS, None) for f in sorted(experiments.FIGURES)]
+        tasks += grid_tasks(native, seeds, results_dir, learned_dir, extras=names,
+                            extra_learned=pis, paper_rows=False)
+        tasks.sort(key=lambda t: t.cost(), reverse=True)
+    return tasks
+
+
 def run_all(seeds: Sequence[int] = experiments.EVAL_SEEDS, workers: int = 2,
-            progress: bool = True, executor: str = "local", scheduler: str | None = None) -> None:
-    """Every figure of the paper and the Figure 5 continuation, into the caches."""
-    tasks = grid_tasks(all_panels(), seeds)
+            progress: bool = True, executor: str = "local", scheduler: str | None = None,
+            extras: bool = True) -> None:
+    """Every figure of the paper and the Figure 5 continuation, into the caches (with
+    ``extras``, the extra rows too: :func:`all_tasks`)."""
+    tasks = all_tasks(seeds, extras)
     log.info("the whole grid: %d tasks to run", len(tasks))
     run_tasks(tasks, executor, workers, scheduler, progress)
 
@@ -463,6 +534,9 @@ def main(argv=None) -> int:
     ap.add_argument("--estimate", action="store_true",
                     help="with --all: estimate the time of the whole grid from empty caches "
                          "by timing a few steps of every kind of run; runs nothing else")
+    ap.add_argument("--paper-only", action="store_true",
+                    help="with --all: the paper's nine methods only, without the extra rows "
+                         "(line-search baselines, a π meta-trained without GPS)")
     a = ap.parse_args(argv)
     if a.scheduler is not None and a.executor != "dask":
         ap.error("--scheduler needs --executor dask")
@@ -471,14 +545,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     if a.estimate:
-        est = estimate_grid(a.seeds, a.workers)
+        est = estimate_grid(a.seeds, a.workers, extras=not a.paper_only)
         kinds = ", ".join(f"{k} {v / 60:.0f} min" for k, v in sorted(est["by_kind"].items()))
         print(f"{len(est['tasks'])} tasks, {est['core_seconds'] / 60:.0f} core-minutes "
               f"({kinds}); on {a.workers} workers about {est['wall_seconds'] / 60:.0f} min "
               f"(the progress bar's model says {est['model_seconds'] / 60:.0f} core-minutes)")
         return 0
     if a.all:
-        run_all(a.seeds, a.workers, executor=a.executor, scheduler=a.scheduler)
+        run_all(a.seeds, a.workers, executor=a.executor, scheduler=a.scheduler,
+                extras=not a.paper_only)
         return 0
     res = figure_results(a.figure, a.seeds, workers=a.workers, progress=True,
                          executor=a.executor, scheduler=a.scheduler)
@@ -509,9 +584,11 @@ def best_method(table: list[dict]) -> str:
 
 
 def hand_engineered_order(table: list[dict]) -> list[str]:
-    """The seven hand-engineered methods of one panel, best first."""
+    """The hand-engineered methods of one panel (the paper's seven, and any extra
+    baseline rows), best first."""
+    learned = {"psd", "l2l", *OUTER_RUNS}
     return [r["optimizer"] for r in sorted(table, key=lambda r: r["rank"])
-            if r["optimizer"] not in ("psd", "l2l")]
+            if r["optimizer"] not in learned]
 
 
 def verdict(n_hold: int, n_panels: int) -> str:
@@ -536,13 +613,16 @@ class FigureData:
 
 def load_figure(figure: int, n_seeds: int = 5, horizon: int = 0,
                 results_dir: str = "results/grid", learned_dir: str = "results/learned",
-                workers: int = 2, datasets: Sequence[str] | None = None) -> FigureData:
+                workers: int = 2, datasets: Sequence[str] | None = None,
+                extras: bool = False, psd_file: str | None = None) -> FigureData:
     """Run (or read from the caches) all nine optimizers for one figure of the paper.
 
     ``horizon = 0`` keeps the figure's horizon; relative folders are taken from the
     repository root. ``datasets`` picks a subset of the panels (default: all of
     :data:`l2o.experiments.FIGURE_DATASETS`, in that order), e.g. to continue a figure
-    beyond its horizon on fewer datasets.
+    beyond its horizon on fewer datasets.  ``extras`` adds the extra rows of
+    :func:`default_extras` (they then take part in the panels' ranks).  ``psd_file``
+    replaces the shipped policy (e.g. an earlier one, to compare verdicts).
     """
     from l2o import data
 
@@ -553,9 +633,11 @@ def load_figure(figure: int, n_seeds: int = 5, horizon: int = 0,
     seeds = list(range(n_seeds))
     datasets = list(experiments.FIGURE_DATASETS if datasets is None else datasets)
     names = {d: data.prepare(d, setting["n_in"]).display_name for d in datasets}
+    names_x, pis = default_extras() if extras else ((), {})
     res = figure_results(figure, seeds, datasets, horizon=setting["horizon"],
                          results_dir=root / results_dir, learned_dir=root / learned_dir,
-                         workers=workers)
+                         workers=workers, extras=names_x, extra_learned=pis,
+                         psd_file=PSD_FILE if psd_file is None else root / psd_file)
     tables = {d: experiments.summary_table(runs) for d, runs in res.items()}
     return FigureData(figure, setting, seeds, datasets, names, res, tables)
 
@@ -735,3 +817,123 @@ def seconds_per_step(fd: FigureData, dataset: str, method: str | None = None) ->
         raise KeyError(f"no runs of {method!r} on {dataset!r}")
     total = sum(r.wall_time / max(1, r.batched) for r in runs)
     return float(total / max(1, fd.setting["horizon"]))
+
+
+# ------------------------------------------------------------- tuning sensitivity
+@dataclasses.dataclass
+class TuningSensitivity:
+    """Figure 1's panels with the baselines tuned on MNIST (the paper) and on each panel's
+    own objective (as much of the learned-optimizer literature tunes).
+
+    Attributes:
+        fd: the figure as the paper runs it (baselines tuned on MNIST).
+        own: dataset -> RunResults of the baselines tuned on that dataset, with PSD and
+            L2L (the same runs as in ``fd``).
+        tables: dataset -> summary table of ``own``.
+        hparams: dataset -> ``{baseline: {"mnist": hparams, "own": hparams}}``.
+        tuning: dataset -> the per-dataset tuning's provenance.
+    """
+
+    fd: FigureData
+    own: dict
+    tables: dict
+    hparams: dict
+    tuning: dict
+
+    def psd_ranks(self) -> dict[str, tuple[int, int]]:
+        """dataset -> PSD's rank with the baselines tuned on MNIST, and on the dataset."""
+        return {d: (rank_of(self.fd.tables[d], "psd"), rank_of(self.tables[d], "psd"))
+                for d in self.fd.datasets}
+
+
+def tuning_sensitivity(fd: FigureData, tuning_dir: str | Path = "results/tuning_per_dataset",
+                       results_dir: str | Path = "results/grid", workers: int = 2,
+                       ) -> TuningSensitivity:
+    """Re-run ``fd``'s baselines with hyperparameters tuned on each panel's own objective.
+
+    ``fd`` is a figure with minibatch 64 on the 48-48 net (Figure 1's setting, the one
+    ``python -m l2o.experiments tune --dataset NAME`` tunes on); ``tuning_dir`` holds one
+    folder per dataset with that tuning's ``chosen.json``.  Relative folders are taken
+    from the repository root; runs are cached in ``results_dir`` like every other.
+
+    Raises:
+        FileNotFoundError: a dataset has no tuning there (the message gives the command).
+        ValueError: ``fd``'s setting is not the one the per-dataset tuning uses.
+    """
+    root = experiments.ROOT
+    tdir = Path(tuning_dir)
+    tdir = tdir if tdir.is_absolute() else root / tdir
+    rdir = Path(results_dir)
+    rdir = rdir if rdir.is_absolute() else root / rdir
+    st = fd.setting
+    wanted = experiments.TUNING_PROBLEM
+    if (st["n_in"], st["n_hidden"], st["batch_size"]) != (48, 48, wanted["batch_size"]):
+        raise ValueError(f"the per-dataset tuning is for the 48-48 net at minibatch "
+                         f"{wanted['batch_size']} (Figure 1); got {st}")
+    own, tables, hparams, tuning = {}, {}, {}, {}
+    for d in fd.datasets:
+        chosen = record.read_json(tdir / d / "chosen.json")
+        if not chosen:
+            raise FileNotFoundError(
+                f"no tuning of the baselines on {d!r} in {tdir / d}: run `python -m "
+                f"l2o.experiments tune --dataset {d}` (about 10-30 min on 2 cores)")
+        tuned = chosen["hparams"]
+        missing = [o for o in BASELINES if o not in tuned]
+        if missing:
+            raise FileNotFoundError(f"{tdir / d / 'chosen.json'} has no tuning of "
+                                    f"{', '.join(missing)}: re-run the command with them")
+        specs = [experiments.ExperimentSpec(d, st["n_in"], st["n_hidden"], st["batch_size"],
+                                            st["horizon"], o, s, hparams=tuned[o])
+                 for o in BASELINES for s in fd.seeds]
+        runs = experiments.run_grid(specs, rdir, workers=workers, progress=False)
+        own[d] = runs + [r for r in fd.results[d] if r.optimizer not in BASELINES]
+        tables[d] = experiments.summary_table(own[d])
+        hparams[d] = {o: {"mnist": experiments.default_hparams(o), "own": dict(tuned[o])}
+                      for o in BASELINES}
+        tuning[d] = record.read_json(tdir / d / "provenance.json") or {}
+    return TuningSensitivity(fd, own, tables, hparams, tuning)
+
+
+def plot_tuning_sensitivity(ts: TuningSensitivity, figsize=(8.4, 3.6)):
+    """One panel per dataset: each method's mean meta-loss with the baselines tuned on
+    MNIST (open markers) and on the dataset itself (filled), PSD's as a vertical line.
+
+    Returns ``(fig, axes)``.
+    """
+    import matplotlib.pyplot as plt
+
+    from l2o.plotting import method_style
+
+    fd = ts.fd
+    fig, axes = plt.subplots(1, len(fd.datasets), figsize=figsize, sharey=True,
+                             layout="constrained")
+    axes = np.atleast_1d(axes)
+    methods = [*BASELINES, "l2l"]
+    for ax, d in zip(axes, fd.datasets):
+        a = {r["optimizer"]: r["meta_loss_mean"] for r in fd.tables[d]}
+        b = {r["optimizer"]: r["meta_loss_mean"] for r in ts.tables[d]}
+        for i, m in enumerate(methods):
+            style = method_style(m)
+            ax.plot([a[m]], [i], marker=style["marker"], color=style["color"],
+                    markerfacecolor="white", linestyle="none", markersize=7)
+            ax.plot([b[m]], [i], marker=style["marker"], color=style["color"],
+                    linestyle="none", markersize=7)
+            if np.isfinite(a[m]) and np.isfinite(b[m]):
+                ax.annotate("", (b[m], i), (a[m], i),
+                            arrowprops=dict(arrowstyle="->", color="0.5", lw=0.8))
+        ax.axvline(a["psd"], color=method_style("psd")["color"], lw=2, label="PSD")
+        ax.set_title(fd.names[d], loc="left")
+        ax.set_xlabel("mean meta-loss (lower is better)")
+        ax.grid(axis="y", visible=False)
+    axes[0].set_yticks(range(len(methods)), [method_style(m)["label"] for m in methods])
+    axes[0].invert_yaxis()
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", color="0.3", markerfacecolor="white",
+                      linestyle="none", label="tuned on MNIST (the paper)"),
+               Line2D([], [], marker="o", color="0.3", linestyle="none",
+                      label="tuned on this dataset"),
+               Line2D([], [], color=method_style("psd")["color"], lw=2,
+                      label="Predicted Step Descent")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    return fig, axes

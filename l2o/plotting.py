@@ -108,6 +108,14 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
                         markeredgecolor="0.25", linewidth=1.8, zorder=2),
     "l2l": dict(label="L2L (Andrychowicz et al.)", color=OKABE_ITO["black"],
                 linestyle="-", marker="d", linewidth=1.8, zorder=3),
+    # Beyond the paper: π meta-trained without GPS (chapter "What limits PSD"), in PSD's
+    # colour, dotted or dashed, the star open.
+    "pi_bptt": dict(label="π by truncated BPTT (no GPS)", color=OKABE_ITO["vermillion"],
+                    linestyle=":", marker="*", markerfacecolor="white", markersize=9,
+                    linewidth=1.8, zorder=3),
+    "pi_es": dict(label="π by ES (no GPS)", color=OKABE_ITO["vermillion"],
+                  linestyle="--", marker="*", markerfacecolor="white", markersize=9,
+                  linewidth=1.8, zorder=3),
     "psd": dict(label="Predicted Step Descent", color=OKABE_ITO["vermillion"],
                 linestyle="-", marker="*", markersize=9, linewidth=2.4, zorder=4),
 }

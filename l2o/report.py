@@ -87,7 +87,8 @@ PANEL = {d: chr(97 + i) for i, d in enumerate(experiments.FIGURE_DATASETS)}
 #: Short method names for the evidence column.
 SHORT = {"psd": "PSD", "l2l": "L2L", "sgd": "SGD", "momentum": "momentum", "cg": "CG",
          "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
-         "lbfgs_wolfe": "L-BFGS (Wolfe)", "cg_pr_wolfe": "CG-PR+ (Wolfe)"}
+         "lbfgs_wolfe": "L-BFGS (Wolfe)", "cg_pr_wolfe": "CG-PR+ (Wolfe)",
+         "pi_bptt": "π (BPTT)", "pi_es": "π (ES)"}
 
 
 # ------------------------------------------------------------------------ one claim
@@ -467,12 +468,22 @@ def continues_beyond(fd: figures.FigureData, claim: str, trained: int,
                       f"{trained}")
 
 
+def teacher_name(provenance: Mapping) -> str:
+    """The registry name of the teacher a GPS run started from (its ``provenance.json``).
+
+    Runs that record only hyperparameters (the first ones) imitated tuned momentum.
+    """
+    t = provenance.get("teacher") or {}
+    return str(t.get("name", "momentum"))
+
+
 def training_objective(comparison: Mapping, teacher: str = "momentum",
                        method: str = "psd") -> ClaimCheck:
     """The premise: on its training objective, ``method`` beats its teacher and ranks first.
 
     Cases: beats the teacher's mean meta-loss; ranks first. Reads the rows of
-    ``results/psd/comparison.json`` (:func:`l2o.experiments.summary_table` rows).
+    ``results/psd/comparison.json`` (:func:`l2o.experiments.summary_table` rows);
+    ``teacher`` is the registry name of the run's teacher (:func:`teacher_name`).
     """
     rows = {r["optimizer"]: r for r in comparison["rows"]}
     own, ref = rows[method], rows[teacher]
@@ -493,7 +504,7 @@ def training_objective(comparison: Mapping, teacher: str = "momentum",
 
 # ------------------------------------------------------------------ all the claims
 def paper_claims(figs: Mapping[int, figures.FigureData], comparison: Mapping | None = None,
-                 tol: float = REACH_TOL) -> list[ClaimCheck]:
+                 tol: float = REACH_TOL, teacher: str = "momentum") -> list[ClaimCheck]:
     """Every claim of section 4 that ``figs`` can check, in the paper's order.
 
     Args:
@@ -502,13 +513,14 @@ def paper_claims(figs: Mapping[int, figures.FigureData], comparison: Mapping | N
         comparison: the content of ``results/psd/comparison.json``, for the premise
             checked first (:func:`training_objective`); None leaves it out.
         tol: the "reach the optimum" tolerance (:func:`shortfall`).
+        teacher: the teacher of the premise (:func:`teacher_name`).
 
     Returns:
         A list of :class:`ClaimCheck`.
     """
     out = []
     if comparison is not None:
-        out.append(training_objective(comparison))
+        out.append(training_objective(comparison, teacher))
     two = (FACES, CIFAR10)
     if 1 in figs:
         fd = figs[1]
@@ -565,6 +577,74 @@ def paper_claims(figs: Mapping[int, figures.FigureData], comparison: Mapping | N
                                     "iterations it is trained for”",
                                     fd.setting["horizon"] // 2))
     return out
+
+
+def compare_verdicts(before: Sequence[ClaimCheck], after: Sequence[ClaimCheck]) -> list[dict]:
+    """The verdict of each claim under two sets of runs, paired by claim (in ``after``'s
+    order; a claim missing from one side has verdict ``"not checked"`` there).
+
+    Returns rows ``{"claim", "where", "before", "after", "changed"}``, e.g. the cut-budget
+    PSD against the final one, or a figure's nine methods against the same panels with
+    extra rows.
+    """
+    old = {c.claim: c for c in before}
+    new = {c.claim: c for c in after}
+    claims = list(dict.fromkeys([*new, *old]))
+    rows = []
+    for claim in claims:
+        a, b = old.get(claim), new.get(claim)
+        va = a.verdict if a is not None else "not checked"
+        vb = b.verdict if b is not None else "not checked"
+        rows.append({"claim": claim, "where": (b or a).where, "before": va, "after": vb,
+                     "changed": va != vb})
+    return rows
+
+
+def comparison_markdown(rows: Sequence[Mapping], before: str = "before",
+                        after: str = "after") -> str:
+    """One Markdown table of :func:`compare_verdicts`: # | claim | figure | two verdicts."""
+    lines = [f"| # | claim | paper figure | {before} | {after} |", "|---|---|---|---|---|"]
+    for i, r in enumerate(rows, start=1):
+        mark = (lambda v: f"**{v}**") if r["changed"] else (lambda v: v)
+        lines.append(f"| {i} | {_cell(r['claim'])} | {_cell(r['where'])} | "
+                     f"{mark(r['before'])} | {mark(r['after'])} |")
+    return "\n".join(lines)
+
+
+def extra_rows_effect(fd: figures.FigureData, fdx: figures.FigureData,
+                      tol: float = REACH_TOL) -> dict:
+    """What a figure's extra rows change: ``fd`` holds the paper's nine methods, ``fdx``
+    the same panels with extra rows (:func:`l2o.figures.load_figure` with ``extras``).
+
+    Returns ``{"extras": [names], "panels": {dataset: {"psd_rank", "psd_rank_x", "n",
+    "n_x", "best", "best_x"}}, "verdicts": compare_verdicts(...), "changed": [claims]}``,
+    the verdicts being this figure's own claims (:func:`paper_claims` of one figure).
+    """
+    extras = [m for m in dict.fromkeys(r.optimizer for d in fdx.datasets
+                                       for r in fdx.results[d])
+              if all(m != r["optimizer"] for r in fd.tables[fdx.datasets[0]])]
+    panels = {}
+    for d in fd.datasets:
+        panels[d] = {"psd_rank": figures.rank_of(fd.tables[d], "psd"),
+                     "psd_rank_x": figures.rank_of(fdx.tables[d], "psd"),
+                     "n": len(fd.tables[d]), "n_x": len(fdx.tables[d]),
+                     "best": figures.best_method(fd.tables[d]),
+                     "best_x": figures.best_method(fdx.tables[d])}
+    rows = compare_verdicts(paper_claims({fd.figure: fd}, tol=tol),
+                            paper_claims({fdx.figure: fdx}, tol=tol))
+    return {"extras": extras, "panels": panels, "verdicts": rows,
+            "changed": [r["claim"] for r in rows if r["changed"]]}
+
+
+def extra_rows_markdown(fd: figures.FigureData, effect: Mapping) -> str:
+    """:func:`extra_rows_effect` as a Markdown table per panel: PSD's rank and the best
+    method, among the nine and with the extra rows."""
+    lines = ["| panel | PSD's rank (nine) | PSD's rank (with extras) | first (nine) "
+             "| first (with extras) |", "|---|---|---|---|---|"]
+    for d, p in effect["panels"].items():
+        lines.append(f"| {fd.names[d]} | {p['psd_rank']} of {p['n']} | {p['psd_rank_x']} of "
+                     f"{p['n_x']} | {_label(p['best'])} | {_label(p['best_x'])} |")
+    return "\n".join(lines)
 
 
 def verdict_counts(checks: Sequence[ClaimCheck]) -> dict[str, int]:

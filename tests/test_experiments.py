@@ -453,3 +453,20 @@ def test_line_search_extras_run_and_tune_like_the_baselines():
     for name in baselines.EXTRA_BASELINES:
         assert res["chosen"][name] in [r["hparams"] for r in res["grid"][name]]
         assert len(res["grid"][name]) == 2
+
+
+def test_tune_on_a_figure_dataset(tmp_path, data_dir, capsys):
+    """``tune --dataset NAME``: the same protocol on that dataset's 48-48 objective, never
+    merged into the package's MNIST tuning."""
+    from l2o import experiments
+
+    res = experiments.tune(names=["sgd"], seeds=[1000], horizon=2, out_dir=tmp_path / "t",
+                           workers=1, progress=False, smoke=True, dataset="faces",
+                           data_dir=data_dir)
+    obj = res["provenance"]["objective"]
+    assert obj["architecture"] == "48-48-7" and obj["batch_size"] == 64
+    assert (tmp_path / "t" / "chosen.json").exists()
+    with pytest.raises(SystemExit) as exc:
+        experiments.main(["tune", "--dataset", "faces", "--update-chosen"])
+    assert exc.value.code == 2
+    assert "own folder" in capsys.readouterr().err

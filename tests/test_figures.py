@@ -261,3 +261,84 @@ def test_makespan_schedules_longest_first():
     assert figures.makespan([3, 3, 2, 2, 2], 2) == 7   # greedy: 3+2+2 | 3+2 (not optimal 6)
     assert figures.makespan([5, 1, 1], 1) == 7
     assert figures.makespan([4, 4, 4], 8) == 4
+
+
+# ------------------------------------------------------------------ extra rows
+def _outer_run(root, name, best):
+    folder = root / figures.OUTER_RUNS[name]
+    folder.mkdir(parents=True)
+    policy = LSTMPolicy(PolicyConfig(hidden_size=4), generator=torch.Generator().manual_seed(1))
+    save_policy(folder / f"{name}.pt", policy, FeatureConfig())
+    figures.record.atomic_write_json(folder / "history.json", {"best": {"meta_loss": best}})
+    return folder / f"{name}.pt"
+
+
+def test_outer_policy_is_the_run_best_on_validation(tmp_path):
+    assert figures.outer_policy(tmp_path) is None
+    _outer_run(tmp_path, "pi_bptt", 218.8)
+    es = _outer_run(tmp_path, "pi_es", 213.5)
+    assert figures.outer_policy(tmp_path) == ("pi_es", es)
+    names, pis = figures.default_extras(tmp_path)
+    assert names == figures.EXTRA_BASELINES and pis == {"pi_es": es}
+    # a run without a finite validation score is never chosen
+    figures.record.atomic_write_json(es.parent / "history.json", {"best": {"meta_loss": None}})
+    assert figures.outer_policy(tmp_path)[0] == "pi_bptt"
+
+
+def test_extra_rows_are_cached_under_their_own_names(tmp_path, data_dir):
+    pi = _outer_run(tmp_path, "pi_es", 1.0)
+    panels = [(1, ["faces"], 2)]
+    tasks = figures.grid_tasks(panels, [0, 1], tmp_path / "g", tmp_path / "l",
+                               extras=["cg_pr_wolfe"], extra_learned={"pi_es": pi},
+                               paper_rows=False)
+    # the extra rows only: one baseline task per seed and one batched π task
+    assert sorted(t.kind for t in tasks) == ["baseline", "baseline", "psd"]
+    assert any("pi_es" in t.label for t in tasks)
+    res = figures.figure_results(1, [0, 1], ["faces"], horizon=2, results_dir=tmp_path / "g",
+                                 learned_dir=tmp_path / "l", workers=1,
+                                 extras=["cg_pr_wolfe"], extra_learned={"pi_es": pi})
+    names = [r.optimizer for r in res["faces"]]
+    assert names.count("pi_es") == names.count("cg_pr_wolfe") == names.count("psd") == 2
+    assert len(names) == 2 * 11
+    table = figures.experiments.summary_table(res["faces"])
+    # the π of the extra row is not hand-engineered; the line-search baseline is
+    order = figures.hand_engineered_order(table)
+    assert "pi_es" not in order and "cg_pr_wolfe" in order and len(order) == 8
+    # a second call computes nothing: every run is cached
+    assert figures.grid_tasks(panels, [0, 1], tmp_path / "g", tmp_path / "l",
+                              extras=["cg_pr_wolfe"], extra_learned={"pi_es": pi}) == []
+
+
+def test_tuning_sensitivity_needs_the_per_dataset_tuning(tmp_path, data_dir):
+    fd = figures.FigureData(1, dict(figures.experiments.FIGURES[1], horizon=2), [0], ["faces"],
+                            {"faces": "faces"}, {"faces": []}, {"faces": []})
+    with pytest.raises(FileNotFoundError, match="tune --dataset faces"):
+        figures.tuning_sensitivity(fd, tmp_path / "none", tmp_path / "g", workers=1)
+    fd2 = figures.FigureData(2, dict(figures.experiments.FIGURES[2]), [0], ["faces"],
+                             {"faces": "faces"}, {"faces": []}, {"faces": []})
+    with pytest.raises(ValueError, match="48-48"):
+        figures.tuning_sensitivity(fd2, tmp_path / "none", tmp_path / "g", workers=1)
+
+
+def test_tuning_sensitivity_reruns_the_baselines_with_the_dataset_tuning(tmp_path, data_dir):
+    import json
+
+    kw = dict(seeds=[0], datasets=["faces"], horizon=2)
+    res = figures.figure_results(1, results_dir=tmp_path / "g", learned_dir=tmp_path / "l",
+                                 workers=1, **kw)
+    tables = {d: figures.experiments.summary_table(r) for d, r in res.items()}
+    fd = figures.FigureData(1, dict(figures.experiments.FIGURES[1], horizon=2), [0],
+                            ["faces"], {"faces": "faces"}, res, tables)
+    tuned = {o: figures.experiments.default_hparams(o) for o in figures.BASELINES}
+    tuned["sgd"] = {"lr": 1e-6}                      # a tuning that all but stops SGD
+    (tmp_path / "t" / "faces").mkdir(parents=True)
+    (tmp_path / "t" / "faces" / "chosen.json").write_text(json.dumps({"hparams": tuned}))
+    ts = figures.tuning_sensitivity(fd, tmp_path / "t", tmp_path / "g", workers=1)
+    own = {r.optimizer: r for r in ts.own["faces"]}
+    mnist = {r.optimizer: r for r in res["faces"]}
+    assert own["sgd"].hparams["lr"] == 1e-6 and ts.hparams["faces"]["sgd"]["own"] == {"lr": 1e-6}
+    assert abs(own["sgd"].true_loss[-1] - own["sgd"].true_loss[0]) < 1e-4
+    # an unchanged tuning gives the same curve; PSD's runs are shared
+    assert np.array_equal(own["adam"].true_loss, mnist["adam"].true_loss)
+    assert own["psd"] is mnist["psd"]
+    assert set(ts.psd_ranks()) == {"faces"}

@@ -309,3 +309,50 @@ def test_collect_setup_reads_the_result_files(data_dir):
     assert s.n_seeds == 2 and s.paper_horizons == {1: 400}
     rows = report.deviations(s)
     assert any(r.what == "scale of this run" for r in rows)
+
+
+def test_compare_verdicts_pairs_claims_and_marks_changes():
+    from l2o.report import ClaimCheck, compare_verdicts, comparison_markdown
+
+    a = [ClaimCheck("c1", "Fig. 1", "PSD", "", (False, False)),
+         ClaimCheck("c2", "Fig. 1", "PSD", "", (True,))]
+    b = [ClaimCheck("c1", "Fig. 1", "PSD", "", (True, False)),
+         ClaimCheck("c2", "Fig. 1", "PSD", "", (True,)),
+         ClaimCheck("c3", "Fig. 2", "L2L", "", ())]
+    rows = compare_verdicts(a, b)
+    assert [(r["claim"], r["before"], r["after"], r["changed"]) for r in rows] == [
+        ("c1", "not reproduced", "partly reproduced", True),
+        ("c2", "reproduced", "reproduced", False),
+        ("c3", "not checked", "not checked", False)]
+    md = comparison_markdown(rows, "cut budget", "final")
+    assert "| cut budget | final |" in md and "**partly reproduced**" in md
+    assert md.count("\n") == 4
+
+
+def test_teacher_name_reads_the_provenance():
+    from l2o.report import teacher_name
+
+    assert teacher_name({"teacher": {"name": "adam", "lr": 0.01}}) == "adam"
+    assert teacher_name({"teacher": {"lr": 0.3, "momentum": 0.5}}) == "momentum"
+    assert teacher_name({}) == "momentum"
+
+
+def test_extra_rows_effect_reports_rank_and_verdict_changes():
+    base = {"psd": [_descent(0.5)] * 2, "l2l": [_descent(0.2)] * 2,
+            "adam": [_descent(0.3)] * 2, "sgd": [_descent(0.1)] * 2}
+    panels = {d: dict(base) for d in ("faces", "cifar10", "cifar100")}
+    fd = _fd(panels)
+    # an extra row faster than PSD on one panel
+    with_extra = {d: dict(p, pi_es=[_descent(0.9 if d == "cifar10" else 0.05)] * 2)
+                  for d, p in panels.items()}
+    fdx = _fd(with_extra)
+    eff = report.extra_rows_effect(fd, fdx)
+    assert eff["extras"] == ["pi_es"]
+    assert eff["panels"]["cifar10"] == {"psd_rank": 1, "psd_rank_x": 2, "n": 4, "n_x": 5,
+                                        "best": "psd", "best_x": "pi_es"}
+    assert eff["panels"]["faces"]["psd_rank_x"] == 1
+    fastest = [r for r in eff["verdicts"] if "fastest" in r["claim"]][0]
+    assert (fastest["before"], fastest["after"]) == ("reproduced", "partly reproduced")
+    assert fastest["claim"] in eff["changed"]
+    md = report.extra_rows_markdown(fd, eff)
+    assert "| CIFAR-10 | 1 of 4 | 2 of 5 | PSD | π (ES) |" in md
