@@ -8,6 +8,7 @@ One flat module per concept of the paper:
 - :mod:`l2o.features`  the state features Phi and observation features Psi (paper section 3.6)
 - :mod:`l2o.policy`    the coordinatewise LSTM policy pi
 - :mod:`l2o.lqg`       LQG under a KL constraint (the psi update)
+- :mod:`l2o.badmm`     Bregman ADMM numerics between ψ and π: θ-step targets, dual steps, step size
 - :mod:`l2o.dynamics`  fitted linear-Gaussian dynamics and priors
 - :mod:`l2o.gps`       convolutional GPS with Bregman ADMM; policy files
 - :mod:`l2o.gps_study` GPS arms scored on validation seeds; choosing the shipped π
@@ -15,8 +16,15 @@ One flat module per concept of the paper:
 - :mod:`l2o.outer_study` the three meta-trainers compared: held-out rows, transfer, verdict
 - :mod:`l2o.l2l`       the L2L baseline
 - :mod:`l2o.learned`   the learned optimizers as experiment runs; the shipped files
+- :mod:`l2o.experiments` the runner, tuning, the experiment grid and its cache
+- :mod:`l2o.figures`   the paper's figures: all methods on a panel, the grid as tasks
+- :mod:`l2o.report`    the paper's claims as computed checks; the deviations table
+- :mod:`l2o.plotting`  one figure style: colours, line styles, legends
+- :mod:`l2o.book`      the executable book: running chapters, provenance, building
+- :mod:`l2o.browser`   the built book checked in a headless browser
 - :mod:`l2o.cli`       argument checks shared by the commands; the ``l2o`` script
 - :mod:`l2o.record`    run records: provenance, atomic writes, JSON with non-finite numbers
+- :mod:`l2o.paths`     the project folder (``$L2O_ROOT``) every results path is taken from
 """
 
 __version__ = "0.1.0"

@@ -80,7 +80,8 @@ __all__ = [
     "is_elementwise",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
+from l2o.paths import ROOT  # noqa: E402 - the project folder ($L2O_ROOT or the checkout)
+
 #: Where the tuning command writes the chosen hyperparameters (``$L2O_TUNED_HPARAMS``
 #: overrides it).
 TUNED_HPARAMS_PATH = ROOT / "results" / "tuning" / "chosen.json"

@@ -74,6 +74,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
+from l2o import paths
+
 logger = logging.getLogger("l2o.book")  # also when run as __main__
 
 __all__ = [
@@ -106,7 +108,7 @@ __all__ = [
     "main",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = paths.ROOT  # the project folder: $L2O_ROOT, the checkout, or the working directory
 BOOK_DIR = ROOT / "book"
 TOC_PATH = ROOT / "_toc.yml"
 PARAMS_DIR = BOOK_DIR / "params"

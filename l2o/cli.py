@@ -65,7 +65,12 @@ def check_run_folder(parser: argparse.ArgumentParser, out, resume: bool,
 
 
 #: ``l2o NAME ...`` runs ``python -m l2o.NAME ...``.
-COMMANDS = ("experiments", "figures", "gps", "gps_study", "outer", "outer_study", "l2l", "data")
+COMMANDS = ("experiments", "figures", "gps", "gps_study", "outer", "outer_study", "l2l", "data",
+            "book")
+
+#: Short forms: ``l2o tune ...`` is ``l2o experiments tune ...``, ``l2o grid ...`` is
+#: ``l2o experiments grid ...``.
+ALIASES = {"tune": ("experiments", "tune"), "grid": ("experiments", "grid")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,10 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="l2o", description="Commands of the l2o reproduction (each also runs as "
         "`python -m l2o.COMMAND`).")
-    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("command", choices=(*COMMANDS, *ALIASES),
+                        help="tune and grid are short for `experiments tune` and "
+                             "`experiments grid`; `l2o COMMAND --help` lists its options")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command")
     if not argv or argv[0] in ("-h", "--help"):
         parser.parse_args(argv)  # prints the help or the usage error and exits
+    if argv[0] in ALIASES:
+        module, sub = ALIASES[argv[0]]
+        argv = [module, sub, *argv[1:]]
     args = parser.parse_args(argv[:1])
     module = importlib.import_module(f"l2o.{args.command}")
     return int(module.main(argv[1:]) or 0)

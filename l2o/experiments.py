@@ -109,7 +109,9 @@ __all__ = [
 
 register_optimizer = baselines.register_optimizer  # the hook for learned optimizers
 
-ROOT = Path(__file__).resolve().parents[1]
+#: The project folder: ``$L2O_ROOT``, else the checkout, else the working directory
+#: (:func:`l2o.record.project_root`); every relative results path is taken from it.
+ROOT = record.ROOT
 #: A run has diverged once ``f(x_t) > DIVERGENCE_FACTOR * f(x_0)`` (or is not finite).
 DIVERGENCE_FACTOR = 1e3
 #: Seeds of the tuning runs; disjoint from :data:`EVAL_SEEDS`.

@@ -180,6 +180,24 @@ class GridTask:
             r.save(path)
 
 
+def _baseline_tasks(specs: Sequence, results_dir, data_dir=None,
+                    seen: set | None = None) -> list[GridTask]:
+    """One :class:`GridTask` per baseline run of ``specs`` not yet cached (nor in ``seen``,
+    which is updated)."""
+    seen = set() if seen is None else seen
+    todo = [s for s in experiments.pending_specs(dict.fromkeys(specs), results_dir)
+            if s not in seen]
+    seen.update(todo)
+    tasks = []
+    for group in experiments._tasks_for(todo, batch_seeds=False):
+        dim, m = _problem_size(group[0].dataset, group[0].n_in, group[0].n_hidden, data_dir)
+        tasks.append(GridTask(
+            group[0].stem(), experiments.compute_specs, (group, data_dir),
+            [experiments.result_path(s, results_dir) for s in group],
+            len(group) * group[0].horizon, dim, m, "baseline"))
+    return tasks
+
+
 @functools.lru_cache(maxsize=64)
 def _problem_size(dataset: str, n_in: int, n_hidden: int, data_dir=None) -> tuple[int, int]:
     """``(dim, examples)`` of a panel's objective; a guess if the data is not here."""
@@ -219,15 +237,7 @@ def grid_tasks(panels: Sequence[tuple[int, Sequence[str], int | None]],
         specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
                                             setting["batch_size"], setting["horizon"], o, s)
                  for d in datasets for o in optimizers for s in seeds]
-        todo = [s for s in experiments.pending_specs(dict.fromkeys(specs), results_dir)
-                if s not in seen]
-        seen.update(todo)
-        for group in experiments._tasks_for(todo, batch_seeds=False):
-            dim, m = _problem_size(group[0].dataset, group[0].n_in, group[0].n_hidden, data_dir)
-            tasks.append(GridTask(
-                group[0].stem(), experiments.compute_specs, (group, data_dir),
-                [experiments.result_path(s, results_dir) for s in group],
-                len(group) * group[0].horizon, dim, m, "baseline"))
+        tasks += _baseline_tasks(specs, results_dir, data_dir, seen)
         for d in datasets:
             dim, m = _problem_size(d, setting["n_in"], setting["n_hidden"], data_dir)
             for name in files:
@@ -490,9 +500,12 @@ def all_panels() -> list[tuple[int, Sequence[str], int | None]]:
 def all_tasks(seeds: Sequence[int] = experiments.EVAL_SEEDS, extras: bool = True,
               results_dir=experiments.GRID_DIR, learned_dir=LEARNED_DIR) -> list[GridTask]:
     """The tasks of ``--all`` still to run: every panel of :func:`all_panels` with the
-    paper's nine methods and, with ``extras``, the extra rows of :func:`default_extras`
-    on the paper's own panels (not on the continuation).  Costliest first."""
+    paper's nine methods, Figure 1's baselines tuned per dataset where that tuning is
+    here (:func:`tuning_specs`) and, with ``extras``, the extra rows of
+    :func:`default_extras` on the paper's own panels (not on the continuation).
+    Costliest first."""
     tasks = grid_tasks(all_panels(), seeds, results_dir, learned_dir)
+    tasks += _baseline_tasks(tuning_specs(seeds), results_dir)
     if extras:
         names, pis = default_extras()
         native = [(f, experiments.FIGURE_DATASETS, None) for f in sorted(experiments.FIGURES)]
@@ -844,6 +857,28 @@ class TuningSensitivity:
         """dataset -> PSD's rank with the baselines tuned on MNIST, and on the dataset."""
         return {d: (rank_of(self.fd.tables[d], "psd"), rank_of(self.tables[d], "psd"))
                 for d in self.fd.datasets}
+
+
+def _per_dataset_tuning(tuning_dir: str | Path, dataset: str) -> dict:
+    """``{baseline: hparams}`` of the tuning on ``dataset`` in ``tuning_dir`` ({} if none)."""
+    tdir = Path(tuning_dir)
+    tdir = tdir if tdir.is_absolute() else experiments.ROOT / tdir
+    return dict((record.read_json(tdir / dataset / "chosen.json") or {}).get("hparams", {}))
+
+
+def tuning_specs(seeds: Sequence[int] = experiments.EVAL_SEEDS,
+                 tuning_dir: str | Path = experiments.PER_DATASET_TUNING_DIR,
+                 figure: int = 1) -> list:
+    """The runs of :func:`tuning_sensitivity`: ``figure``'s baselines with the
+    hyperparameters tuned on each dataset, for the datasets whose tuning is here."""
+    st = experiments.FIGURES[figure]
+    specs = []
+    for d in experiments.FIGURE_DATASETS:
+        tuned = _per_dataset_tuning(tuning_dir, d)
+        specs += [experiments.ExperimentSpec(d, st["n_in"], st["n_hidden"], st["batch_size"],
+                                             st["horizon"], o, s, hparams=tuned[o])
+                  for o in BASELINES if o in tuned for s in seeds]
+    return specs
 
 
 def tuning_sensitivity(fd: FigureData, tuning_dir: str | Path = "results/tuning_per_dataset",

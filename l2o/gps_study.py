@@ -32,8 +32,8 @@ import torch
 
 from l2o import baselines, experiments, record
 from l2o.features import FeatureConfig
-from l2o.gps import ConvolutionalGPS, CostProblem, GPSConfig, psi_actor, rollout
-from l2o.learned import _streams, evaluate_psd
+from l2o.gps import ConvolutionalGPS, GPSConfig
+from l2o.learned import evaluate_psd, evaluate_psi, meta_losses
 from l2o.policy import PolicyConfig
 from l2o.problems import MLPProblem
 
@@ -78,18 +78,14 @@ def teacher_hparams(name: str) -> dict:
 def psi_mean_losses(problem: MLPProblem, gps: ConvolutionalGPS, seeds: Sequence[int],
                     horizon: int) -> np.ndarray:
     """Meta-loss Σ_{t=1..T} f(x_t) of ψ's mean (noise off) on ``seeds``' streams: ``(n,)``."""
-    x0, idx = _streams(problem, seeds, horizon)
-    act = psi_actor(problem, [g.psi for g in gps.groups], torch.Generator(), noise=False)
-    s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds), act, gps.fcfg,
-                torch.Generator(), None, x0=x0, streams=idx)
-    return s.true_loss[:, 1:].sum(1)
+    return meta_losses(evaluate_psi(problem, [g.psi for g in gps.groups], gps.fcfg, seeds,
+                                    horizon))
 
 
 def pi_losses(problem: MLPProblem, gps: ConvolutionalGPS, seeds: Sequence[int],
               horizon: int) -> np.ndarray:
     """Meta-loss of π (Predicted Step Descent, mean step) on ``seeds``' streams: ``(n,)``."""
-    runs = evaluate_psd(problem, gps.policy, seeds, horizon, gps.fcfg)
-    return np.array([np.nansum(r.true_loss[1:]) if not r.diverged else np.inf for r in runs])
+    return meta_losses(evaluate_psd(problem, gps.policy, seeds, horizon, gps.fcfg))
 
 
 def run_arm(arm: Arm, problem: MLPProblem, out: Path, iterations: int, base: GPSConfig,

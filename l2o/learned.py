@@ -19,7 +19,7 @@ import torch
 
 from l2o import experiments
 from l2o.features import FeatureConfig
-from l2o.gps import CostProblem, PolicyFileError, pi_actor, rollout
+from l2o.gps import CostProblem, PolicyFileError, pi_actor, psi_actor, rollout
 from l2o.policy import LSTMPolicy
 from l2o.problems import MLPProblem
 
@@ -99,6 +99,26 @@ def evaluate_psd(problem: MLPProblem, policy: LSTMPolicy, seeds: Sequence[int], 
                 need_states=False, x0=x0, streams=idx)
     return _results(label, s.true_loss, s.minibatch_loss, seeds, problem, horizon,
                     time.perf_counter() - t0, {})
+
+
+def evaluate_psi(problem: MLPProblem, psi: Sequence, feature_config: FeatureConfig,
+                 seeds: Sequence[int], horizon: int, label: str = "psi",
+                 hparams: dict | None = None):
+    """ψ's mean (GPS's time-varying controllers of each group, noise off) on ``seeds``:
+    list of RunResult, on the baselines' streams."""
+    x0, idx = _streams(problem, seeds, horizon)
+    t0 = time.perf_counter()
+    act = psi_actor(problem, list(psi), torch.Generator(), noise=False)
+    s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds), act, feature_config,
+                torch.Generator(), None, x0=x0, streams=idx)
+    return _results(label, s.true_loss, s.minibatch_loss, seeds, problem, horizon,
+                    time.perf_counter() - t0, hparams or {})
+
+
+def meta_losses(runs: Sequence) -> np.ndarray:
+    """Meta-loss ``Σ_{t=1}^T f(x_t)`` of each run, ``inf`` for a diverged one: ``(n,)``."""
+    return np.array([np.inf if r.diverged else float(np.nansum(r.true_loss[1:]))
+                     for r in runs])
 
 
 def evaluate_l2l(problem: MLPProblem, net, seeds: Sequence[int], horizon: int,

@@ -161,10 +161,9 @@ def warm_start(problem: MLPProblem, feature_config: FeatureConfig, teacher: dict
 def validation_losses(problem: MLPProblem, policy: LSTMPolicy, seeds: Sequence[int] = VALIDATION_SEEDS,
                       horizon: int = 400) -> np.ndarray:
     """Meta-loss ``Σ_{t=1}^T f(x_t)`` (whole training set) of π's mean step per seed."""
-    from l2o.learned import evaluate_psd
+    from l2o.learned import evaluate_psd, meta_losses
 
-    runs = evaluate_psd(problem, policy, seeds, horizon, policy.feature_config)
-    return np.array([np.nansum(r.true_loss[1:]) if not r.diverged else np.inf for r in runs])
+    return meta_losses(evaluate_psd(problem, policy, seeds, horizon, policy.feature_config))
 
 
 def _flat_params(policy: LSTMPolicy) -> torch.Tensor:

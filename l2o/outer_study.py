@@ -31,8 +31,8 @@ import torch
 
 from l2o import experiments, record
 from l2o.baselines import BASELINES
-from l2o.gps import (ConvolutionalGPS, CostProblem, GPSConfig, load_policy, psi_actor, rollout)
-from l2o.learned import _results, _streams, evaluate_l2l, evaluate_psd, pretrained_file
+from l2o.gps import ConvolutionalGPS, GPSConfig, load_policy
+from l2o.learned import evaluate_l2l, evaluate_psd, evaluate_psi, pretrained_file
 from l2o.policy import PolicyConfig
 from l2o.problems import MLPProblem
 
@@ -95,13 +95,8 @@ def psi_runs(problem: MLPProblem, run_dir: Path, seeds: Sequence[int], horizon: 
              label: str = "psi") -> list:
     """ψ's mean (no exploration noise) from a GPS checkpoint, on ``seeds``."""
     g = _gps_from(run_dir, problem)
-    x0, idx = _streams(problem, seeds, horizon)
-    t0 = time.perf_counter()
-    act = psi_actor(problem, [gv.psi for gv in g.groups], torch.Generator(), noise=False)
-    s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds), act, g.fcfg,
-                torch.Generator(), None, x0=x0, streams=idx)
-    return _results(label, s.true_loss, s.minibatch_loss, seeds, problem, horizon,
-                    time.perf_counter() - t0, {"iteration": g.iteration})
+    return evaluate_psi(problem, [gv.psi for gv in g.groups], g.fcfg, seeds, horizon, label,
+                        {"iteration": g.iteration})
 
 
 def baseline_runs(names: Sequence[str], seeds: Sequence[int], horizon: int = 400,

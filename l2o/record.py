@@ -43,8 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 
-#: The checkout the package runs from (git state is taken there by default).
-ROOT = Path(__file__).resolve().parents[1]
+from l2o import paths
+
+#: The project folder (:func:`l2o.paths.project_root`); git state is taken there by default.
+ROOT = paths.ROOT
 
 #: Forms of non-finite numbers in JSON (module docstring); ``"strings"`` is the convention.
 NONFINITE = ("strings", "null", "keep")

@@ -470,3 +470,19 @@ def test_tune_on_a_figure_dataset(tmp_path, data_dir, capsys):
         experiments.main(["tune", "--dataset", "faces", "--update-chosen"])
     assert exc.value.code == 2
     assert "own folder" in capsys.readouterr().err
+
+
+def test_console_script_short_forms(capsys):
+    """``l2o tune ...`` is ``l2o experiments tune ...``; errors name the real command."""
+    from l2o import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["tune", "--dataset", "faces", "--update-chosen"])
+    assert exc.value.code == 2
+    assert "python -m l2o.experiments tune" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["grid", "--figure", "9"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "tune" in capsys.readouterr().out

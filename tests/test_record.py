@@ -196,3 +196,36 @@ def test_add_segment_reads_files_written_before_segments(tmp_path):
     assert [s["wall_time_s"] for s in prov["segments"]] == [7.0, 2.0]
     path.write_text("{truncated")
     assert len(record.add_segment(path, record.provenance("x", 1.0, {}))["segments"]) == 1
+
+
+def test_project_root_is_the_setting_then_the_checkout_then_the_working_directory(
+        tmp_path, monkeypatch):
+    from l2o import paths
+
+    monkeypatch.setenv(paths.ENV_ROOT, str(tmp_path / "project"))
+    assert paths.project_root() == (tmp_path / "project").resolve()
+    monkeypatch.delenv(paths.ENV_ROOT)
+    # a checkout: the package's parent has pyproject.toml (this repository)
+    here = paths.project_root()
+    assert (here / "pyproject.toml").is_file() and (here / "l2o").is_dir()
+    # an installed wheel: site-packages/l2o has no pyproject.toml beside it
+    pkg = tmp_path / "site-packages" / "l2o"
+    pkg.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert paths.project_root(pkg) == tmp_path.resolve()
+
+
+def test_the_results_paths_follow_the_setting(tmp_path):
+    """``$L2O_ROOT`` moves every results folder the package writes into (a new process)."""
+    import subprocess
+    import sys
+
+    code = ("from l2o import experiments, baselines, figures; "
+            "print(experiments.GRID_DIR); print(baselines.TUNED_HPARAMS_PATH); "
+            "print(figures.LEARNED_DIR)")
+    env = dict(__import__("os").environ, L2O_ROOT=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [str(tmp_path.resolve() / "results" / "grid"),
+                   str(tmp_path.resolve() / "results" / "tuning" / "chosen.json"),
+                   str(tmp_path.resolve() / "results" / "learned")]
