@@ -576,10 +576,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # ------------------------------------------------------------- reading a figure's tables
 def rank_of(table: list[dict], method: str) -> int:
     """Rank of ``method`` in one panel's :func:`~l2o.experiments.summary_table`."""
@@ -972,3 +968,7 @@ def plot_tuning_sensitivity(ts: TuningSensitivity, figsize=(8.4, 3.6)):
                       label="Predicted Step Descent")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
     return fig, axes
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
