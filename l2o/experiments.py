@@ -391,6 +391,28 @@ def _resolve_optimizer(optimizer, hparams, label):
     return name, build, resolved, False
 
 
+def divergence_point(true_loss, minibatch_loss=None,
+                     factor: float | None = DIVERGENCE_FACTOR) -> int | None:
+    """The iterate at which a recorded run counts as diverged, or None: the runner's rule
+    (:func:`train`) applied to curves recorded elsewhere (the learned optimizers' batched
+    rollouts).
+
+    ``true_loss (T+1,)`` is ``f(x_t)`` at every iterate, ``minibatch_loss (T,)`` the loss
+    of step ``t``'s minibatch at ``x_t``; the run diverges at the first ``t`` where
+    ``f(x_t)`` is not finite or exceeds ``factor · |f(x_0)|``, or where the minibatch
+    loss at ``x_t`` is not finite.
+    """
+    f = np.asarray(true_loss, dtype=np.float64)
+    bad = ~np.isfinite(f)
+    if factor is not None and f.size and np.isfinite(f[0]):
+        with np.errstate(invalid="ignore"):
+            bad |= f > abs(f[0]) * factor
+    if minibatch_loss is not None:
+        mb = np.asarray(minibatch_loss, dtype=np.float64)
+        bad[:mb.size] |= ~np.isfinite(mb)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
 def _run_rows(problem, build, seeds: Sequence[int], horizon: int, eval_every: int,
               divergence_factor: float | None, callback) -> tuple[list[dict], float]:
     """Run ``len(seeds)`` independent trajectories, rows of one tensor (module docstring)."""

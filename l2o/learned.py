@@ -74,11 +74,9 @@ def _streams(problem: MLPProblem, seeds: Sequence[int], horizon: int):
 
 def _results(name, curves, mb, seeds, problem, horizon, wall, hparams) -> list:
     out = []
-    f0 = curves[:, 0]
     for i, s in enumerate(seeds):
         curve, mbl = curves[i].copy(), mb[i].copy()
-        bad = ~np.isfinite(curve) | (curve > experiments.DIVERGENCE_FACTOR * f0[i])
-        at = int(np.argmax(bad)) if bad.any() else None
+        at = experiments.divergence_point(curve, mbl)
         if at is not None:
             curve[at:] = np.nan
             mbl[at:] = np.nan
