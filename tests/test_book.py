@@ -333,10 +333,13 @@ def test_method_styles_are_fixed_and_distinct():
         "sgd": "SGD", "momentum": "Momentum", "cg": "Conjugate gradient",
         "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
         "lbfgs_wolfe": "L-BFGS, strong Wolfe", "cg_pr_wolfe": "CG (PR+), strong Wolfe",
-        "l2l": "L2L (Andrychowicz et al.)", "psd": "Predicted Step Descent"}
+        "l2l": "L2L (Andrychowicz et al.)", "psd": "Predicted Step Descent",
+        "pi_bptt": "π by truncated BPTT (no GPS)", "pi_es": "π by ES (no GPS)"}
     from l2o.baselines import EXTRA_BASELINES
+    from l2o.figures import OUTER_RUNS
 
-    core = {m: s for m, s in METHOD_STYLE.items() if m not in EXTRA_BASELINES}
+    extras = (*EXTRA_BASELINES, *OUTER_RUNS)
+    core = {m: s for m, s in METHOD_STYLE.items() if m not in extras}
     colors = [s["color"] for s in core.values()]
     assert len(set(colors)) == len(colors)
     # colour-blind safe: the Okabe-Ito colours, plus one grey
@@ -346,7 +349,11 @@ def test_method_styles_are_fixed_and_distinct():
     looks = [(s["color"], s["marker"], s.get("markerfacecolor"), str(s["linestyle"]))
              for s in METHOD_STYLE.values()]
     assert len(set(looks)) == len(looks)
-    assert all(METHOD_STYLE[m]["color"] in OKABE_ITO.values() for m in EXTRA_BASELINES)
+    assert all(METHOD_STYLE[m]["color"] in OKABE_ITO.values() for m in extras)
+    # a π trained without GPS looks like PSD (colour, marker), open and broken
+    assert all((METHOD_STYLE[m]["color"], METHOD_STYLE[m]["marker"])
+               == (METHOD_STYLE["psd"]["color"], METHOD_STYLE["psd"]["marker"])
+               and METHOD_STYLE[m]["markerfacecolor"] == "white" for m in OUTER_RUNS)
     # and apart in greyscale: no two of the nine share a marker, nor line style and width
     markers = [s["marker"] for s in core.values()]
     assert len(set(markers)) == len(markers)
