@@ -72,13 +72,9 @@ def score_pi(P, policy, horizon, fcfg, seeds=None):
 
 def score_psi_mean(P, gps, fcfg, seeds):
     """ψ's mean policy (no noise) on the baselines' streams of ``seeds``: mean meta-loss."""
-    from l2o.gps import CostProblem, psi_actor, rollout
-    from l2o.learned import _streams
-    x0, idx = _streams(P, seeds, gps.cfg.horizon)
-    act = psi_actor(P, [g.psi for g in gps.groups], torch.Generator(), noise=False)
-    s = rollout(P, CostProblem(P, 0, 0), gps.cfg.horizon, len(seeds), act, fcfg,
-                torch.Generator(), None, x0=x0, streams=idx)
-    return float(np.mean(s.true_loss[:, 1:].sum(1)))
+    from l2o.learned import evaluate_psi, meta_losses
+    runs = evaluate_psi(P, [g.psi for g in gps.groups], fcfg, seeds, gps.cfg.horizon)
+    return float(np.mean(meta_losses(runs)))
 
 
 def run_variant(args):
