@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -337,21 +338,103 @@ def adam_teacher_actor(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps
 TEACHERS = ("momentum", "adam")
 
 
-def make_teacher(hparams: dict):
-    """The teacher's ``act`` from ``{"name": "momentum" | "adam", "lr": ..., ...}``.
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The hand-engineered optimizer ψ0 is fitted to (book/design.md, D7), validated.
 
-    ``name`` defaults to ``"momentum"`` (with ``momentum``, default 0); Adam takes
-    ``betas`` (default (0.9, 0.999)) and ``eps`` (1e-8).
+    Attributes:
+        name: ``"momentum"`` (momentum SGD) or ``"adam"`` (:data:`TEACHERS`).
+        lr: step size, > 0.
+        momentum: the momentum teacher's β, in [0, 1).
+        betas, eps: Adam's, as in ``torch.optim.Adam``.
+
+    Checkpoints and provenance keep the short dict of :meth:`to_dict`, which
+    :meth:`from_dict` reads back (also the dicts of earlier runs).
     """
-    name = hparams.get("name", "momentum")
-    if name not in TEACHERS:
-        raise ValueError(f"Unknown teacher {name!r} (expected one of {TEACHERS})")
-    if not float(hparams.get("lr", 0)) > 0:
-        raise ValueError(f"The teacher needs a positive 'lr', got {hparams.get('lr')!r}")
-    if name == "adam":
-        return adam_teacher_actor(float(hparams["lr"]), tuple(hparams.get("betas", (0.9, 0.999))),
-                                  float(hparams.get("eps", 1e-8)))
-    return teacher_actor(float(hparams["lr"]), float(hparams.get("momentum", 0.0)))
+
+    name: str = "momentum"
+    lr: float = 0.1
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.name not in TEACHERS:
+            raise ValueError(f"Unknown teacher {self.name!r} (expected one of {TEACHERS})")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) \
+                or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"The teacher needs a positive 'lr', got {self.lr!r}")
+        if not 0 <= float(self.momentum) < 1:
+            raise ValueError(f"The teacher's momentum must lie in [0, 1), got {self.momentum!r}")
+        betas = tuple(float(b) for b in self.betas)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"Adam's betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not float(self.eps) > 0:
+            raise ValueError(f"Adam's eps must be positive, got {self.eps!r}")
+        object.__setattr__(self, "lr", float(self.lr))
+        object.__setattr__(self, "momentum", float(self.momentum))
+        object.__setattr__(self, "betas", betas)
+        object.__setattr__(self, "eps", float(self.eps))
+
+    @classmethod
+    def from_dict(cls, hparams: Mapping | TeacherConfig) -> TeacherConfig:
+        """From ``{"name": ..., "lr": ..., ...}``: ``name`` defaults to ``"momentum"``,
+        and a momentum teacher without ``momentum`` has β = 0 (plain SGD), as the
+        dicts of earlier runs meant; ``lr`` is required.
+
+        Raises:
+            ValueError: no ``lr``, an unknown key or name, a value out of range.
+        """
+        if isinstance(hparams, TeacherConfig):
+            return hparams
+        d = dict(hparams)
+        name = d.pop("name", "momentum")
+        if "lr" not in d:
+            raise ValueError("The teacher needs a positive 'lr', got None")
+        unknown = sorted(set(d) - {"lr", "momentum", "betas", "eps"})
+        if unknown:
+            raise ValueError(f"Unknown teacher setting(s) {unknown} (expected lr, momentum, "
+                             "betas, eps)")
+        if name == "momentum":
+            d.setdefault("momentum", 0.0)
+        return cls(name=name, **d)
+
+    @classmethod
+    def tuned(cls, name: str, **overrides) -> TeacherConfig:
+        """The baseline ``name`` at its tuned hyperparameters
+        (:func:`l2o.baselines.default_hparams`), with ``overrides``."""
+        if name not in TEACHERS:
+            raise ValueError(f"Unknown teacher {name!r} (expected one of {TEACHERS})")
+        from l2o import baselines
+
+        hp = baselines.default_hparams(name)
+        keep = {"lr": hp["lr"]} if name == "adam" else \
+            {"lr": hp["lr"], "momentum": hp.get("momentum", 0.0)}
+        return cls.from_dict({"name": name, **keep, **overrides})
+
+    def to_dict(self) -> dict:
+        """The short form stored in checkpoints and provenance: what the teacher uses,
+        Adam's ``betas``/``eps`` only when not the defaults (the form of earlier runs)."""
+        if self.name == "adam":
+            out: dict = {"name": "adam", "lr": self.lr}
+            if self.betas != (0.9, 0.999):
+                out["betas"] = list(self.betas)
+            if self.eps != 1e-8:
+                out["eps"] = self.eps
+            return out
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    def actor(self):
+        """``act`` for :func:`rollout` (:func:`teacher_actor` or :func:`adam_teacher_actor`)."""
+        if self.name == "adam":
+            return adam_teacher_actor(self.lr, self.betas, self.eps)
+        return teacher_actor(self.lr, self.momentum)
+
+
+def make_teacher(hparams: Mapping | TeacherConfig):
+    """The teacher's ``act`` from a :class:`TeacherConfig` or its dict form
+    (:meth:`TeacherConfig.from_dict`)."""
+    return TeacherConfig.from_dict(hparams).actor()
 
 
 # ------------------------------------------------------------------- what a policy does
@@ -620,8 +703,10 @@ class ConvolutionalGPS:
                  teacher_hparams: dict | None = None, checkpoint_dir: str | Path | None = None):
         self.problem, self.cfg = problem, config
         self.fcfg, self.pcfg = feature_config, policy_config
-        self.teacher_hparams = dict(teacher_hparams or {"lr": 0.1, "momentum": 0.9})
-        make_teacher(self.teacher_hparams)   # a wrong name or step fails here, not later
+        # a wrong name or step fails here, not later; the dict form is what is stored
+        self.teacher = (TeacherConfig() if teacher_hparams is None
+                        else TeacherConfig.from_dict(teacher_hparams))
+        self.teacher_hparams = self.teacher.to_dict()
         self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.cost = CostProblem(problem, config.cost_subset, config.seed)
         self.policy = LSTMPolicy(policy_config, generator=torch.Generator().manual_seed(config.seed))
@@ -638,7 +723,7 @@ class ConvolutionalGPS:
         cfg, T = self.cfg, self.cfg.horizon
         t0 = time.perf_counter()
         stored = _coord_choice(self.problem, cfg.coords_per_group, self.np_rng)
-        teacher = make_teacher(self.teacher_hparams)
+        teacher = self.teacher.actor()
         samples = rollout(self.problem, self.cost, T, cfg.num_samples, teacher, self.fcfg,
                           self.torch_gen, stored)
         self.policy.fit_normalization_groups([gs.O.reshape(-1, 3) for gs in samples.groups])
@@ -1304,7 +1389,6 @@ def main(argv=None) -> int:
     """
     import argparse
 
-    from l2o import baselines
     from l2o.cli import check_run_folder, fraction, positive_float, positive_int
     from l2o.data import (_ALIASES, DATASETS, DatasetFormatError, DatasetNotFoundError,
                           make_problem)
@@ -1353,15 +1437,9 @@ def main(argv=None) -> int:
         tr.error("--teacher-momentum applies to the momentum teacher only")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(a.threads)
-    teacher = dict(baselines.default_hparams(a.teacher))
-    if a.teacher_lr is not None:
-        teacher["lr"] = a.teacher_lr
-    if a.teacher == "adam":
-        teacher = {"name": "adam", "lr": float(teacher["lr"])}
-    else:
-        if a.teacher_momentum is not None:
-            teacher["momentum"] = a.teacher_momentum
-        teacher = {"lr": float(teacher["lr"]), "momentum": float(teacher.get("momentum", 0.0))}
+    overrides = {k: v for k, v in (("lr", a.teacher_lr), ("momentum", a.teacher_momentum))
+                 if v is not None}
+    teacher = TeacherConfig.tuned(a.teacher, **overrides).to_dict()
     try:
         problem = make_problem(a.dataset, a.n_in, a.n_hidden, batch_size=a.batch_size,
                                data_dir=a.data_dir)

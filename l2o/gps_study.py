@@ -30,9 +30,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from l2o import baselines, experiments, record
+from l2o import experiments, record
 from l2o.features import FeatureConfig
-from l2o.gps import ConvolutionalGPS, GPSConfig
+from l2o.gps import ConvolutionalGPS, GPSConfig, TeacherConfig
 from l2o.learned import evaluate_psd, evaluate_psi, meta_losses
 from l2o.policy import PolicyConfig
 from l2o.problems import MLPProblem
@@ -68,11 +68,9 @@ ARMS = {a.name: a for a in (
 
 
 def teacher_hparams(name: str) -> dict:
-    """The teacher ψ0 imitates, at the tuned baseline's hyperparameters."""
-    hp = dict(baselines.default_hparams(name))
-    if name == "adam":
-        return {"name": "adam", "lr": float(hp["lr"])}
-    return {"lr": float(hp["lr"]), "momentum": float(hp.get("momentum", 0.0))}
+    """The teacher ψ0 imitates, at the tuned baseline's hyperparameters (the dict form of
+    :meth:`l2o.gps.TeacherConfig.tuned`)."""
+    return TeacherConfig.tuned(name).to_dict()
 
 
 def psi_mean_losses(problem: MLPProblem, gps: ConvolutionalGPS, seeds: Sequence[int],

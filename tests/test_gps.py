@@ -238,3 +238,25 @@ def test_adam_teacher_equals_torch_adam_and_teachers_are_validated():
             make_teacher(bad)
     with pytest.raises(ValueError, match="Unknown teacher"):
         ConvolutionalGPS(tiny_problem(), teacher_hparams={"name": "lbfgs", "lr": 1.0})
+
+
+def test_teacher_config_is_validated_and_keeps_the_stored_dict_form():
+    from l2o.gps import TeacherConfig
+
+    # the dicts earlier runs stored read back to the same teacher, and write back equal
+    for d in ({"lr": 0.3, "momentum": 0.5}, {"name": "adam", "lr": 0.01},
+              {"name": "adam", "lr": 0.05, "betas": [0.8, 0.99], "eps": 1e-7}):
+        assert TeacherConfig.from_dict(d).to_dict() == d
+    assert TeacherConfig.from_dict({"lr": 0.1}).momentum == 0.0   # plain SGD, as before
+    assert TeacherConfig().to_dict() == {"lr": 0.1, "momentum": 0.9}  # GPS's default
+    for bad in ({"name": "adam"}, {"lr": 0.1, "beta": 0.9}, {"lr": 0.1, "momentum": 1.0},
+                {"name": "adam", "lr": 0.1, "betas": (0.9,)}, {"lr": float("nan")}):
+        with pytest.raises(ValueError):
+            TeacherConfig.from_dict(bad)
+    tuned = TeacherConfig.tuned("adam")
+    assert tuned.name == "adam" and tuned.lr > 0
+    assert TeacherConfig.tuned("momentum", lr=0.2).lr == 0.2
+    with pytest.raises(ValueError, match="Unknown teacher"):
+        TeacherConfig.tuned("lbfgs")
+    g = ConvolutionalGPS(tiny_problem(), teacher_hparams=TeacherConfig("adam", 0.02))
+    assert g.teacher_hparams == {"name": "adam", "lr": 0.02}
