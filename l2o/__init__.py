@@ -16,7 +16,8 @@ One flat module per concept of the paper:
 - :mod:`l2o.outer_study` the three meta-trainers compared: held-out rows, transfer, verdict
 - :mod:`l2o.l2l`       the L2L baseline
 - :mod:`l2o.learned`   the learned optimizers as experiment runs; the shipped files
-- :mod:`l2o.experiments` the runner, tuning, the experiment grid and its cache
+- :mod:`l2o.experiments` the runner, the experiment grid and its cache
+- :mod:`l2o.tuning`    the baselines tuned by grid search on the training objective
 - :mod:`l2o.figures`   the paper's figures: all methods on a panel, the grid as tasks
 - :mod:`l2o.report`    the paper's claims as computed checks; the deviations table
 - :mod:`l2o.plotting`  one figure style: colours, line styles, legends
