@@ -849,6 +849,23 @@ def _hp(hp: Mapping) -> str:
                      for k, v in hp.items())
 
 
+def _demo_effect(s: Setup) -> str:
+    """How much of chapter 5's recipe the shipped PSD's meta-training uses."""
+    if s.features.get("grad_scale") != "rms":
+        return "none on the figures, whose PSD uses the paper's features"
+    c = s.gps_config
+    fixed = c.get("min_step_mult") == c.get("max_step_mult") == 1
+    used = ["RMS-scaled gradient features"]
+    if s.teacher.get("name") == "adam":
+        used.append("Adam as ψ0")
+    if fixed:
+        used.append("a fixed trust region")
+    step = "" if fixed else ", with GPS's reference step-size rule"
+    listed = used[0] if len(used) == 1 else ", ".join(used[:-1]) + " and " + used[-1]
+    return (f"the figures' PSD is meta-trained at the paper's scale with {listed}{step} "
+            "(chapter 6), so its features are not the paper's")
+
+
 def deviations(s: Setup) -> list[Deviation]:
     """The rows of the deviations table, from a :class:`Setup`.
 
@@ -1030,10 +1047,7 @@ def deviations(s: Setup) -> list[Deviation]:
         "Adam, only with three changes: gradient features divided by a running RMS of "
         "each coordinate's gradient instead of |ḡ| + 1, Adam as ψ0, and a fixed trust "
         "region instead of GPS's step-size rule; π is chosen on validation seeds",
-        ("the figures' PSD is meta-trained with the same three changes at the paper's "
-         "scale (chapter 6), so its features are not the paper's"
-         if s.features.get("grad_scale") == "rms" else
-         "none on the figures, whose PSD uses the paper's features")))
+        _demo_effect(s)))
     if s.teacher:
         t = {k: v for k, v in s.teacher.items() if k != "name"}
         name = _label(s.teacher.get("name", "momentum"))
