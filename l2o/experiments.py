@@ -113,7 +113,7 @@ __all__ = [
 register_optimizer = baselines.register_optimizer  # the hook for learned optimizers
 
 #: The project folder: ``$L2O_ROOT``, else the checkout, else the working directory
-#: (:func:`l2o.record.project_root`); every relative results path is taken from it.
+#: (:func:`l2o.paths.project_root`); every relative results path is taken from it.
 ROOT = record.ROOT
 #: A run has diverged once ``f(x_t) > DIVERGENCE_FACTOR * f(x_0)`` (or is not finite).
 DIVERGENCE_FACTOR = 1e3
@@ -643,12 +643,6 @@ def check_tuning_target(*args, **kwargs) -> list[str]:
     from l2o import tuning
 
     return tuning.check_tuning_target(*args, **kwargs)
-
-
-def _write_tuning(*args, **kwargs) -> None:
-    from l2o import tuning
-
-    return tuning.write_tuning(*args, **kwargs)
 
 
 # ============================================================ experiment grid
@@ -1192,7 +1186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {out}/grid.json, chosen.json, provenance.json "
               f"({res['provenance']['wall_time_s']:.0f} s)")
         if args.update_chosen:
-            _write_tuning(TUNING_DIR, res, res["provenance"]["objective"], seeds, horizon)
+            from l2o.tuning import write_tuning
+
+            write_tuning(TUNING_DIR, res, res["provenance"]["objective"], seeds, horizon)
             print(f"updated {TUNING_DIR}/chosen.json with {', '.join(res['chosen'])}")
         else:
             print(f"{TUNING_DIR / 'chosen.json'} is unchanged (pass --update-chosen to merge "

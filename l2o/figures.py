@@ -855,11 +855,23 @@ class TuningSensitivity:
                 for d in self.fd.datasets}
 
 
+def _under_root(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else experiments.ROOT / path
+
+
 def _per_dataset_tuning(tuning_dir: str | Path, dataset: str) -> dict:
     """``{baseline: hparams}`` of the tuning on ``dataset`` in ``tuning_dir`` ({} if none)."""
-    tdir = Path(tuning_dir)
-    tdir = tdir if tdir.is_absolute() else experiments.ROOT / tdir
-    return dict((record.read_json(tdir / dataset / "chosen.json") or {}).get("hparams", {}))
+    chosen = record.read_json(_under_root(tuning_dir) / dataset / "chosen.json") or {}
+    return dict(chosen.get("hparams", {}))
+
+
+def _tuned_specs(dataset: str, tuned: Mapping, setting: Mapping, seeds: Sequence[int]) -> list:
+    """The baselines of ``tuned`` on ``dataset`` in ``setting``, with those hyperparameters."""
+    return [experiments.ExperimentSpec(dataset, setting["n_in"], setting["n_hidden"],
+                                       setting["batch_size"], setting["horizon"], o, s,
+                                       hparams=tuned[o])
+            for o in BASELINES if o in tuned for s in seeds]
 
 
 def tuning_specs(seeds: Sequence[int] = experiments.EVAL_SEEDS,
@@ -867,14 +879,9 @@ def tuning_specs(seeds: Sequence[int] = experiments.EVAL_SEEDS,
                  figure: int = 1) -> list:
     """The runs of :func:`tuning_sensitivity`: ``figure``'s baselines with the
     hyperparameters tuned on each dataset, for the datasets whose tuning is here."""
-    st = experiments.FIGURES[figure]
-    specs = []
-    for d in experiments.FIGURE_DATASETS:
-        tuned = _per_dataset_tuning(tuning_dir, d)
-        specs += [experiments.ExperimentSpec(d, st["n_in"], st["n_hidden"], st["batch_size"],
-                                             st["horizon"], o, s, hparams=tuned[o])
-                  for o in BASELINES if o in tuned for s in seeds]
-    return specs
+    return [spec for d in experiments.FIGURE_DATASETS
+            for spec in _tuned_specs(d, _per_dataset_tuning(tuning_dir, d),
+                                     experiments.FIGURES[figure], seeds)]
 
 
 def tuning_sensitivity(fd: FigureData, tuning_dir: str | Path = "results/tuning_per_dataset",
@@ -891,32 +898,26 @@ def tuning_sensitivity(fd: FigureData, tuning_dir: str | Path = "results/tuning_
         FileNotFoundError: a dataset has no tuning there (the message gives the command).
         ValueError: ``fd``'s setting is not the one the per-dataset tuning uses.
     """
-    root = experiments.ROOT
-    tdir = Path(tuning_dir)
-    tdir = tdir if tdir.is_absolute() else root / tdir
-    rdir = Path(results_dir)
-    rdir = rdir if rdir.is_absolute() else root / rdir
-    st = fd.setting
-    wanted = experiments.TUNING_PROBLEM
-    if (st["n_in"], st["n_hidden"], st["batch_size"]) != (48, 48, wanted["batch_size"]):
-        raise ValueError(f"the per-dataset tuning is for the 48-48 net at minibatch "
-                         f"{wanted['batch_size']} (Figure 1); got {st}")
+    tdir = _under_root(tuning_dir)
+    st, wanted = fd.setting, experiments.TUNING_PROBLEM
+    if (st["n_in"], st["n_hidden"], st["batch_size"]) != \
+            (wanted["n_in"], wanted["n_hidden"], wanted["batch_size"]):
+        raise ValueError(f"the per-dataset tuning is for the {wanted['n_in']}-"
+                         f"{wanted['n_hidden']} net at minibatch {wanted['batch_size']} "
+                         f"(Figure 1); got {st}")
     own, tables, hparams, tuning = {}, {}, {}, {}
     for d in fd.datasets:
-        chosen = record.read_json(tdir / d / "chosen.json")
-        if not chosen:
+        tuned = _per_dataset_tuning(tdir, d)
+        if not tuned:
             raise FileNotFoundError(
                 f"no tuning of the baselines on {d!r} in {tdir / d}: run `python -m "
-                f"l2o.experiments tune --dataset {d}` (about 10-30 min on 2 cores)")
-        tuned = chosen["hparams"]
+                f"l2o.experiments tune --dataset {d}` (about 1-15 min on 2 cores)")
         missing = [o for o in BASELINES if o not in tuned]
         if missing:
             raise FileNotFoundError(f"{tdir / d / 'chosen.json'} has no tuning of "
                                     f"{', '.join(missing)}: re-run the command with them")
-        specs = [experiments.ExperimentSpec(d, st["n_in"], st["n_hidden"], st["batch_size"],
-                                            st["horizon"], o, s, hparams=tuned[o])
-                 for o in BASELINES for s in fd.seeds]
-        runs = experiments.run_grid(specs, rdir, workers=workers, progress=False)
+        runs = experiments.run_grid(_tuned_specs(d, tuned, st, fd.seeds),
+                                    _under_root(results_dir), workers=workers, progress=False)
         own[d] = runs + [r for r in fd.results[d] if r.optimizer not in BASELINES]
         tables[d] = experiments.summary_table(own[d])
         hparams[d] = {o: {"mnist": experiments.default_hparams(o), "own": dict(tuned[o])}

@@ -87,16 +87,25 @@ def _results(name, curves, mb, seeds, problem, horizon, wall, hparams) -> list:
     return out
 
 
+def _actor_runs(problem: MLPProblem, act, feature_config: FeatureConfig,
+                seeds: Sequence[int], horizon: int, label: str, hparams: dict,
+                need_states: bool) -> list:
+    """``act`` (a GPS actor, no noise) rolled out from the baselines' ``x0`` and streams of
+    ``seeds`` in one batch: list of RunResult (``need_states``: ``act`` reads Φ, as ψ does;
+    π reads only Ψ)."""
+    x0, idx = _streams(problem, seeds, horizon)
+    t0 = time.perf_counter()
+    s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds), act, feature_config,
+                torch.Generator(), None, need_states=need_states, x0=x0, streams=idx)
+    return _results(label, s.true_loss, s.minibatch_loss, seeds, problem, horizon,
+                    time.perf_counter() - t0, hparams)
+
+
 def evaluate_psd(problem: MLPProblem, policy: LSTMPolicy, seeds: Sequence[int], horizon: int,
                  feature_config: FeatureConfig = FeatureConfig(), label: str = "psd"):
     """Predicted Step Descent (π's mean step, no noise) on ``seeds``: list of RunResult."""
-    x0, idx = _streams(problem, seeds, horizon)
-    t0 = time.perf_counter()
-    s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds),
-                pi_actor(problem, policy), feature_config, torch.Generator(), None,
-                need_states=False, x0=x0, streams=idx)
-    return _results(label, s.true_loss, s.minibatch_loss, seeds, problem, horizon,
-                    time.perf_counter() - t0, {})
+    return _actor_runs(problem, pi_actor(problem, policy), feature_config, seeds, horizon,
+                       label, {}, need_states=False)
 
 
 def evaluate_psi(problem: MLPProblem, psi: Sequence, feature_config: FeatureConfig,
@@ -104,13 +113,8 @@ def evaluate_psi(problem: MLPProblem, psi: Sequence, feature_config: FeatureConf
                  hparams: dict | None = None):
     """ψ's mean (GPS's time-varying controllers of each group, noise off) on ``seeds``:
     list of RunResult, on the baselines' streams."""
-    x0, idx = _streams(problem, seeds, horizon)
-    t0 = time.perf_counter()
-    act = psi_actor(problem, list(psi), torch.Generator(), noise=False)
-    s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds), act, feature_config,
-                torch.Generator(), None, x0=x0, streams=idx)
-    return _results(label, s.true_loss, s.minibatch_loss, seeds, problem, horizon,
-                    time.perf_counter() - t0, hparams or {})
+    return _actor_runs(problem, psi_actor(problem, list(psi), torch.Generator(), noise=False),
+                       feature_config, seeds, horizon, label, hparams or {}, need_states=True)
 
 
 def meta_losses(runs: Sequence) -> np.ndarray:
