@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -77,6 +76,7 @@ import numpy as np
 import torch
 
 from l2o import baselines, record
+from l2o.parallel import one_thread, process_pool
 from l2o.baselines import BASELINES, OPTIMIZERS, default_hparams, make_optimizer
 
 logger = logging.getLogger(__name__)
@@ -602,34 +602,6 @@ def _provenance(command: str | None, started: float, wall: float, threads: int, 
     return _jsonable(prov)
 
 
-_WORKER: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run the block with one torch thread, then restore the caller's count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _init_worker(problem=None) -> None:
-    """Pool initializer: one thread per worker (float results depend on it)."""
-    torch.set_num_threads(1)
-    _WORKER["problem"] = problem
-
-
-def _pool(workers: int, initargs=()) -> cf.ProcessPoolExecutor:
-    methods = multiprocessing.get_all_start_methods()
-    # fork: workers inherit registered optimizers and prepared data; elsewhere spawn.
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                  initializer=_init_worker, initargs=initargs)
-
-
 def tune(*args, **kwargs) -> dict:
     """Grid-search the baselines: :func:`l2o.tuning.tune` (the tuning lives in
     :mod:`l2o.tuning`; this name is kept for the callers of this module)."""
@@ -913,7 +885,7 @@ def run_grid(specs: Iterable[ExperimentSpec], results_dir: str | os.PathLike = G
                                              dtype=getattr(torch, key[2]))
                         except Exception as exc:  # the worker will report it per task
                             logger.debug("could not prepare %s: %s", key, exc)
-                with _pool(workers) as pool:
+                with process_pool(workers) as pool:
                     futures = {pool.submit(_run_specs, task, str(results_dir), data_dir): task
                                for task in tasks}
                     for fut in cf.as_completed(futures):

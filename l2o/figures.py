@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -32,7 +31,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from l2o import experiments, l2l, record
+from l2o import experiments, l2l, parallel, record
 from l2o.baselines import BASELINES, EXTRA_BASELINES
 from l2o.data import make_problem
 from l2o.gps import load_policy
@@ -102,7 +101,7 @@ def learned_runs(name: str, dataset: str, setting: dict, seeds: Sequence[int], p
     sha = hashlib.sha256(policy).hexdigest()[:12]
     P = make_problem(dataset, setting["n_in"], setting["n_hidden"],
                      batch_size=setting["batch_size"], data_dir=data_dir)
-    with tempfile.TemporaryDirectory() as tmp, experiments.one_thread():
+    with tempfile.TemporaryDirectory() as tmp, parallel.one_thread():
         f = Path(tmp) / policy_name
         f.write_bytes(policy)
         if _learned_kind(name) == "psd":
@@ -130,10 +129,11 @@ def learned_results(name: str, dataset: str, setting: dict, seeds: Sequence[int]
 
 
 # ------------------------------------------------------------------- the grid as tasks
-#: Where the grid's tasks run: ``"local"`` (``workers`` processes of this machine, or
-#: this process for ``workers <= 1``) or ``"dask"`` (Dask distributed: a ``LocalCluster``
-#: of ``workers`` processes, or the scheduler at ``scheduler``).
-EXECUTORS = ("local", "dask")
+#: Where the grid's tasks run (:func:`l2o.parallel.executor`): ``"local"`` (``workers``
+#: processes of this machine, or this process for ``workers <= 1``) or ``"dask"`` (Dask
+#: distributed: a ``LocalCluster`` of ``workers`` processes, or the scheduler at
+#: ``scheduler``).
+EXECUTORS = parallel.EXECUTORS
 
 #: Cost model of one task in seconds of one core, for the progress bar's weights: per
 #: step and trajectory, ``a + b · M · dim`` (the true objective on the ``M`` training
@@ -256,39 +256,8 @@ def grid_tasks(panels: Sequence[tuple[int, Sequence[str], int | None]],
     return tasks
 
 
-@contextlib.contextmanager
-def grid_executor(executor: str = "local", workers: int = 2, scheduler: str | None = None):
-    """A ``concurrent.futures`` executor for the grid's tasks (``None``: this process).
-
-    ``"dask"`` connects to ``scheduler`` (an address such as ``tcp://host:8786``) or
-    starts a ``LocalCluster`` of ``workers`` single-threaded processes on the loopback
-    interface, and closes what it started on exit.
-    """
-    if executor not in EXECUTORS:
-        raise ValueError(f"Invalid executor: {executor!r} (expected one of {EXECUTORS})")
-    if executor == "local":
-        if workers <= 1:
-            yield None
-            return
-        with experiments._pool(workers) as pool:
-            yield pool
-        return
-    from distributed import Client, LocalCluster
-
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1,
-                               host="127.0.0.1", dashboard_address=None)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
-    try:
-        log.info("Dask: %s", client)
-        yield client.get_executor(pure=False)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+#: The grid's executor: :func:`l2o.parallel.executor` (this name kept for callers).
+grid_executor = parallel.executor
 
 
 def run_tasks(tasks: Sequence[GridTask], executor: str = "local", workers: int = 2,

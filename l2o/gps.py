@@ -19,6 +19,7 @@ only Python loops are over time steps, groups and iterations.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -27,12 +28,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from l2o import badmm, dynamics, lqg, record
+from l2o import badmm, dynamics, lqg, parallel, record
 from l2o.features import GRAD_SCALES, FeatureConfig, StateTracker
 from l2o.policy import LSTMPolicy, PolicyConfig
 from l2o.problems import MLPProblem
@@ -44,11 +45,16 @@ class GPSNumericalError(RuntimeError):
     """A GPS phase produced non-finite numbers that a retry could not repair."""
 
 
+ALL_DIVERGED = ("every sampled trajectory produced non-finite values; lower kl_step or the "
+                "teacher's step size")
+
+
 #: Choices of the string fields of :class:`GPSConfig`.
 NU_UNITS = ("eta", "absolute")
 PSI_FEEDBACK = ("observed", "full")
 STEP_RULES = ("reference", "model")
 COST_FEATURES = ("all", "x_grad")
+SAMPLE_STREAMS = ("shared", "per_trajectory")
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,11 @@ class GPSConfig:
     min_action_var: float = 1e-12     # floor of ψ's action variance
     eval_samples: int = 4             # π-only rollouts per iteration (diagnostics)
     seed: int = 0                     # samples, stored coordinates, π's initialisation
+    sample_streams: str = "shared"    # "shared": one generator draws every sampled
+                                      # trajectory's x0, minibatches and noise (the shipped
+                                      # runs); "per_trajectory": each its own, so that the
+                                      # N rollouts can be split among workers with identical
+                                      # results (ConvolutionalGPS(executor=...), --executor)
 
     def __post_init__(self):
         if self.policy_window < 0:
@@ -115,7 +126,8 @@ class GPSConfig:
         if self.prior not in ("window", "gmm"):
             raise ValueError(f"Invalid prior: {self.prior!r} (use 'window' or 'gmm')")
         choices = {"nu_units": NU_UNITS, "psi_feedback": PSI_FEEDBACK,
-                   "step_rule": STEP_RULES, "cost_features": COST_FEATURES}
+                   "step_rule": STEP_RULES, "cost_features": COST_FEATURES,
+                   "sample_streams": SAMPLE_STREAMS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)!r} "
@@ -194,7 +206,8 @@ def _psi_tables(problem: MLPProblem, psis: list[lqg.LinearGaussianPolicy], dtype
 def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
             act: Callable, feature_config: FeatureConfig, gen: torch.Generator,
             stored: list[np.ndarray] | None = None, need_states: bool = True,
-            x0: torch.Tensor | None = None, streams: torch.Tensor | None = None):
+            x0: torch.Tensor | None = None, streams: torch.Tensor | None = None,
+            require_alive: bool = True):
     """Roll out a per-coordinate policy for ``horizon`` steps on ``n`` trajectories.
 
     Args:
@@ -206,6 +219,8 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
         x0: initial iterates ``(n, dim)`` (default: drawn from ``D`` with ``gen``).
         streams: minibatch indices ``(horizon, n, B)`` (default: drawn with ``gen``);
             with ``x0`` this replays exactly the runs of :func:`l2o.experiments.train`.
+        require_alive: with ``stored``, raise :class:`GPSNumericalError` when every
+            trajectory diverged (False: return empty samples; a part of a split sample).
 
     Returns:
         :class:`Samples` (``groups`` empty when ``stored`` is None).
@@ -255,9 +270,8 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
     diverged = int((~alive).sum())
     groups = []
     if rec:
-        if diverged == n:
-            raise GPSNumericalError("every sampled trajectory produced non-finite values; "
-                                    "lower kl_step or the teacher's step size")
+        if diverged == n and require_alive:
+            raise GPSNumericalError(ALL_DIVERGED)
         # drop diverged trajectories: their states would poison every fit
         keep = alive.numpy()
         Xs, Us, Gs, Os = Xs[keep], Us[keep], Gs[keep], Os[:, torch.as_tensor(keep)]
@@ -266,7 +280,8 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
         for m in Ms:
             sl = slice(start, start + m)
             # (n, T, m, dX) -> (n*m, T, dX): one sequence per (trajectory, coordinate)
-            X = np.ascontiguousarray(Xs[:, :, sl].transpose(0, 2, 1, 3).reshape(n * m, T, -1))
+            X = np.ascontiguousarray(Xs[:, :, sl].transpose(0, 2, 1, 3)
+                                     .reshape(n * m, T, Xs.shape[-1]))
             U = np.ascontiguousarray(Us[:, :, sl].transpose(0, 2, 1).reshape(n * m, T, 1))
             O = Os[:, :, sl].reshape(T, n * m, 3)
             G = np.ascontiguousarray(Gs[:, :, sl].transpose(0, 2, 1).reshape(n * m, T))
@@ -276,8 +291,13 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
     return Samples(groups, true_loss, mb_loss, diverged)
 
 
-def psi_actor(problem: MLPProblem, psis, gen: torch.Generator, noise: bool = True):
-    """``act`` for :func:`rollout` drawing ``a ~ N(K_t s + k_t, G_t)`` per coordinate."""
+def psi_actor(problem: MLPProblem, psis, gen: torch.Generator | None, noise: bool = True,
+              row_generators: Sequence[torch.Generator] | None = None):
+    """``act`` for :func:`rollout` drawing ``a ~ N(K_t s + k_t, G_t)`` per coordinate.
+
+    The noise of all trajectories comes from ``gen``, or with ``row_generators`` that of
+    trajectory ``i`` from ``row_generators[i]`` (``GPSConfig.sample_streams``).
+    """
     K, k, std = _psi_tables(problem, psis, problem.dtype)
     gi = problem.group_index
 
@@ -285,10 +305,69 @@ def psi_actor(problem: MLPProblem, psis, gen: torch.Generator, noise: bool = Tru
         mean = (s * K[t][gi]).sum(-1) + k[t][gi]
         if not noise:
             return mean, state
-        eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
+        if row_generators is None:
+            eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
+        else:
+            eps = torch.stack([torch.randn(mean.shape[1:], generator=r, dtype=mean.dtype)
+                               for r in row_generators])
         return mean + std[t][gi] * eps, state
 
     return act
+
+
+def trajectory_seeds(seed: int, phase: int, iteration: int, n: int) -> list[int]:
+    """Seeds of the ``n`` trajectories GPS samples in ``phase`` (0: the teacher's rollouts,
+    1: ψ's) of ``iteration`` when ``sample_streams="per_trajectory"``: 63-bit, one
+    :class:`numpy.random.SeedSequence` child each, so that no two draws share a stream."""
+    return [int(np.random.SeedSequence(int(seed), spawn_key=(phase, iteration, i))
+                .generate_state(1, np.uint64)[0] >> 1) for i in range(n)]
+
+
+def sample_trajectories(problem: MLPProblem, cost: CostProblem, horizon: int,
+                        feature_config: FeatureConfig, seeds: Sequence[int],
+                        stored: list[np.ndarray], teacher: "TeacherConfig | None" = None,
+                        psis: Sequence | None = None) -> Samples:
+    """One trajectory per seed of the teacher (``teacher``) or of ψ with its noise (``psis``).
+
+    Trajectory ``i`` draws its ``x_0``, then its ``horizon`` minibatches, then its
+    exploration noise from a generator seeded with ``seeds[i]`` alone, and the rollout
+    runs with one torch thread: the samples of a trajectory do not depend on which other
+    trajectories share the call, or on the machine's worker that runs it.  A task of its
+    own (picklable arguments), so that GPS can split its ``N`` rollouts among workers;
+    :func:`merge_samples` puts the parts back together.
+    """
+    if (teacher is None) == (psis is None):
+        raise ValueError("give exactly one of teacher and psis")
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    x0 = torch.stack([problem.init(g) for g in gens])
+    streams = torch.stack([torch.stack([problem.sample_indices(g) for _ in range(horizon)])
+                           for g in gens], 1)
+    act = (teacher.actor() if teacher is not None
+           else psi_actor(problem, list(psis), None, row_generators=gens))
+    with parallel.one_thread():
+        return rollout(problem, cost, horizon, len(seeds), act, feature_config,
+                       torch.Generator(), stored, x0=x0, streams=streams, require_alive=False)
+
+
+def merge_samples(parts: Sequence[Samples]) -> Samples:
+    """The samples of consecutive parts of one draw, as if drawn in one call.
+
+    Raises:
+        GPSNumericalError: every trajectory of every part diverged.
+    """
+    groups = []
+    for g in range(len(parts[0].groups)):
+        gs = [p.groups[g] for p in parts]
+        groups.append(GroupSamples(np.concatenate([q.X for q in gs]),
+                                   np.concatenate([q.U for q in gs]),
+                                   torch.cat([q.O for q in gs], 1),
+                                   np.concatenate([q.grad for q in gs])))
+    out = Samples(groups, np.concatenate([p.true_loss for p in parts]),
+                  np.concatenate([p.minibatch_loss for p in parts]),
+                  sum(p.diverged for p in parts))
+    if groups and out.diverged == out.true_loss.shape[0]:
+        raise GPSNumericalError(ALL_DIVERGED)
+    return out
 
 
 def pi_actor(problem: MLPProblem, policy: LSTMPolicy):
@@ -693,14 +772,35 @@ class ConvolutionalGPS:
         feature_config: :class:`~l2o.features.FeatureConfig` (Φ and Ψ).
         policy_config: :class:`~l2o.policy.PolicyConfig` (π).
         teacher_hparams: the teacher ψ0 starts from, ``{"lr": ..., "momentum": ...}`` for
-            momentum (default) or ``{"name": "adam", "lr": ...}`` (see :func:`make_teacher`).
+            momentum (default) or ``{"name": "adam", "lr": ...}`` (:class:`TeacherConfig`).
         checkpoint_dir: where every iteration is checkpointed (resumable).
+        executor: where the ``N`` sampled rollouts of an iteration (and the teacher's)
+            run: a ``concurrent.futures``-style executor (:func:`l2o.parallel.executor`:
+            local processes or Dask), in ``chunks`` parts; None runs them here.  Needs
+            ``config.sample_streams="per_trajectory"``, under which the samples do not
+            depend on the executor or the number of parts.
+        chunks: parts the sampled rollouts are split into (default: 1 without an
+            executor, else 2); at most ``N``.
+
+    Raises:
+        ValueError: an executor or ``chunks > 1`` with ``sample_streams="shared"`` (one
+            generator for all trajectories cannot be split), or ``chunks < 1``.
     """
 
     def __init__(self, problem: MLPProblem, config: GPSConfig = GPSConfig(),
                  feature_config: FeatureConfig = FeatureConfig(),
                  policy_config: PolicyConfig = PolicyConfig(),
-                 teacher_hparams: dict | None = None, checkpoint_dir: str | Path | None = None):
+                 teacher_hparams: dict | None = None, checkpoint_dir: str | Path | None = None,
+                 executor=None, chunks: int | None = None):
+        chunks = (1 if executor is None else 2) if chunks is None else chunks
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+            raise ValueError(f"Invalid chunks: {chunks!r} (a positive integer)")
+        if (executor is not None or chunks > 1) and config.sample_streams != "per_trajectory":
+            raise ValueError(
+                "splitting GPS's sampled rollouts among workers needs a random stream per "
+                "trajectory: GPSConfig(sample_streams='per_trajectory') "
+                "(python -m l2o.gps train --sample-streams per_trajectory)")
+        self.executor, self.chunks = executor, min(chunks, config.num_samples)
         self.problem, self.cfg = problem, config
         self.fcfg, self.pcfg = feature_config, policy_config
         # a wrong name or step fails here, not later; the dict form is what is stored
@@ -723,9 +823,11 @@ class ConvolutionalGPS:
         cfg, T = self.cfg, self.cfg.horizon
         t0 = time.perf_counter()
         stored = _coord_choice(self.problem, cfg.coords_per_group, self.np_rng)
-        teacher = self.teacher.actor()
-        samples = rollout(self.problem, self.cost, T, cfg.num_samples, teacher, self.fcfg,
-                          self.torch_gen, stored)
+        if cfg.sample_streams == "per_trajectory":
+            samples = self._draw(0, stored, teacher=self.teacher)
+        else:
+            samples = rollout(self.problem, self.cost, T, cfg.num_samples, self.teacher.actor(),
+                              self.fcfg, self.torch_gen, stored)
         self.policy.fit_normalization_groups([gs.O.reshape(-1, 3) for gs in samples.groups])
         self.groups = []
         for gid, gs in enumerate(samples.groups):
@@ -794,13 +896,31 @@ class ConvolutionalGPS:
         """N rollouts of ψ (with its exploration noise) on the training objective."""
         cfg, P = self.cfg, self.problem
         stored = _coord_choice(P, cfg.coords_per_group, self.np_rng)
-        samples = rollout(P, self.cost, cfg.horizon, cfg.num_samples,
-                          psi_actor(P, [g.psi for g in self.groups], self.torch_gen),
-                          self.fcfg, self.torch_gen, stored)
+        psis = [g.psi for g in self.groups]
+        if cfg.sample_streams == "per_trajectory":
+            samples = self._draw(1, stored, psis=psis)
+        else:
+            samples = rollout(P, self.cost, cfg.horizon, cfg.num_samples,
+                              psi_actor(P, psis, self.torch_gen), self.fcfg, self.torch_gen,
+                              stored)
         if samples.diverged:
             log.warning("%d of %d ψ samples produced non-finite values", samples.diverged,
                         cfg.num_samples)
         return samples
+
+    def _draw(self, phase: int, stored: list[np.ndarray], **actor) -> Samples:
+        """The ``N`` rollouts of ``phase`` (:func:`trajectory_seeds`) in :attr:`chunks`
+        parts, on :attr:`executor` when there is one (``actor``: ``teacher=`` or ``psis=``
+        of :func:`sample_trajectories`)."""
+        cfg = self.cfg
+        seeds = trajectory_seeds(cfg.seed, phase, self.iteration, cfg.num_samples)
+        parts = [list(map(int, c)) for c in np.array_split(seeds, self.chunks)]
+        args = (self.problem, self.cost, cfg.horizon, self.fcfg)
+        if self.executor is None:
+            return merge_samples([sample_trajectories(*args, c, stored, **actor) for c in parts])
+        futures = [self.executor.submit(sample_trajectories, *args, c, stored, **actor)
+                   for c in parts]
+        return merge_samples([f.result() for f in futures])
 
     def _fit(self, gid: int, gs: GroupSamples) -> GroupModels:
         """Dynamics, cost, ψ's allowed law, and π̃ at the current π, for one group."""
@@ -1405,7 +1525,15 @@ def main(argv=None) -> int:
     tr.add_argument("--data-dir", default=None)
     tr.add_argument("--threads", type=positive_int, default=1)
     tr.add_argument("--no-progress", action="store_true")
+    tr.add_argument("--executor", choices=parallel.EXECUTORS, default=None,
+                    help="run the N sampled rollouts of each iteration on local processes "
+                         "or Dask distributed (needs --sample-streams per_trajectory)")
+    tr.add_argument("--workers", type=positive_int, default=2,
+                    help="with --executor: processes, and parts the rollouts are split into")
+    tr.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="with --executor dask: a running scheduler (default: a LocalCluster)")
     choices = {"nu_units": NU_UNITS, "psi_feedback": PSI_FEEDBACK, "step_rule": STEP_RULES,
+               "sample_streams": SAMPLE_STREAMS,
                "cost_features": COST_FEATURES, "prior": ("window", "gmm")}
     for f in dataclasses.fields(GPSConfig):
         kind = type(f.default)
@@ -1435,6 +1563,11 @@ def main(argv=None) -> int:
     check_run_folder(tr, out, a.resume)
     if a.teacher == "adam" and a.teacher_momentum is not None:
         tr.error("--teacher-momentum applies to the momentum teacher only")
+    if a.scheduler is not None and a.executor != "dask":
+        tr.error("--scheduler needs --executor dask")
+    if a.executor is not None and cfg.sample_streams != "per_trajectory":
+        tr.error("--executor splits the sampled rollouts among workers, which needs a random "
+                 "stream per trajectory: add --sample-streams per_trajectory")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(a.threads)
     overrides = {k: v for k, v in (("lr", a.teacher_lr), ("momentum", a.teacher_momentum))
@@ -1446,8 +1579,17 @@ def main(argv=None) -> int:
     except (DatasetNotFoundError, DatasetFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    with contextlib.ExitStack() as stack:
+        ex = (None if a.executor is None
+              else stack.enter_context(parallel.executor(a.executor, a.workers, a.scheduler)))
+        chunks = None if a.executor is None else a.workers
+        return _train(a, problem, cfg, teacher, out, ex, chunks)
+
+
+def _train(a, problem, cfg, teacher, out, executor, chunks) -> int:
+    """The body of ``python -m l2o.gps train`` once its arguments are checked."""
     gps = ConvolutionalGPS(problem, cfg, FeatureConfig(grad_scale=a.grad_scale), PolicyConfig(),
-                           teacher, out)
+                           teacher, out, executor=executor, chunks=chunks)
     if a.resume:
         try:
             gps.resume()

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from l2o import experiments, record
+from l2o import experiments, parallel, record
 from l2o.features import FeatureConfig
 from l2o.gps import ConvolutionalGPS, GPSConfig, TeacherConfig
 from l2o.learned import evaluate_psd, evaluate_psi, meta_losses
@@ -165,7 +165,7 @@ def choose_snapshot(problem: MLPProblem, run_dir: Path, seeds: Sequence[int] = V
                                 "`python -m l2o.gps train` first")
     jobs = [(problem, f, tuple(seeds), horizon) for f in files]
     if workers > 1 and len(jobs) > 1:
-        with experiments._pool(min(workers, len(jobs))) as pool:
+        with parallel.process_pool(min(workers, len(jobs))) as pool:
             rows = list(pool.map(_score_snapshot, *zip(*jobs)))
     else:
         rows = [_score_snapshot(*j) for j in jobs]

@@ -25,14 +25,15 @@ import torch
 
 from l2o import baselines, record
 from l2o.baselines import BASELINES
-from l2o.experiments import (_WORKER, TUNING_DIR, TUNING_PROBLEM, TUNING_SEEDS, EVAL_SEEDS,
-                             _pool, _provenance, describe_problem, train_many)
+from l2o.experiments import (TUNING_DIR, TUNING_PROBLEM, TUNING_SEEDS, EVAL_SEEDS,
+                             _provenance, describe_problem, train_many)
+from l2o.parallel import WORKER, process_pool
 
 logger = logging.getLogger("l2o.experiments")
 
 def _tune_task(name: str, index: int, hparams: dict, seeds: list[int], horizon: int,
                batched: bool, problem=None) -> dict:
-    problem = problem if problem is not None else _WORKER["problem"]
+    problem = problem if problem is not None else WORKER["problem"]
     runs = train_many(problem, name, horizon, seeds, hparams=hparams, batched=batched)
     return {
         "name": name, "index": index, "seeds": seeds,
@@ -161,7 +162,7 @@ def tune(problem=None, names: Sequence[str] = BASELINES, seeds: Sequence[int] = 
                 parts.append(_tune_task(*task, problem=problem))
                 bar.update(1)
         else:
-            with _pool(workers, (problem,)) as pool:
+            with process_pool(workers, (problem,)) as pool:
                 futures = [pool.submit(_tune_task, *task) for task in tasks]
                 for fut in cf.as_completed(futures):
                     parts.append(fut.result())
