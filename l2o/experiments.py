@@ -142,6 +142,23 @@ FIGURES: dict[int, dict[str, int]] = {
 FIGURE_DATASETS = ("faces", "cifar10", "cifar100")
 #: The training objective everything is tuned on (book/design.md, D11).
 TUNING_PROBLEM = dict(dataset="mnist", n_in=48, n_hidden=48, batch_size=64)
+#: The setting ``"training"``: every method on the training objective itself (T = 400),
+#: the yardstick of meta-training (``python -m l2o.figures --training``).
+TRAINING = dict(n_in=TUNING_PROBLEM["n_in"], n_hidden=TUNING_PROBLEM["n_hidden"],
+                batch_size=TUNING_PROBLEM["batch_size"], horizon=400)
+
+
+def setting_of(figure: int | str) -> dict[str, int]:
+    """The net, minibatch and horizon of a figure (1-5) or of ``"training"``: a new dict.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if figure == "training":
+        return dict(TRAINING)
+    if isinstance(figure, bool) or figure not in FIGURES:
+        raise ValueError(f"Invalid figure: {figure!r} (valid: {sorted(FIGURES)} or 'training')")
+    return dict(FIGURES[figure])
 
 
 # ======================================================================= seeds
@@ -727,8 +744,7 @@ def figure_specs(figure: int, seeds: Sequence[int] = EVAL_SEEDS,
         datasets: panels.
         **overrides: other :class:`ExperimentSpec` fields (e.g. ``horizon=20``).
     """
-    if figure not in FIGURES:
-        raise ValueError(f"Invalid figure: {figure!r} (valid: {sorted(FIGURES)})")
+    setting = setting_of(figure)
     names = list(BASELINES) if optimizers is None else list(optimizers)
     for n in names:
         baselines._entry(n)
@@ -736,7 +752,7 @@ def figure_specs(figure: int, seeds: Sequence[int] = EVAL_SEEDS,
 
     for d in datasets:
         _canonical(d)  # an unknown name fails here, before any run is scheduled
-    setting = dict(FIGURES[figure], **overrides)
+    setting.update(overrides)
     return [ExperimentSpec(dataset=d, optimizer=o, seed=int(s), **setting)
             for d in datasets for o in names for s in seeds]
 

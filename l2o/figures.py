@@ -24,7 +24,9 @@ import functools
 import hashlib
 import logging
 import multiprocessing
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -231,7 +233,7 @@ def grid_tasks(panels: Sequence[tuple[int, Sequence[str], int | None]],
     blobs = {name: f.read_bytes() for name, f in files.items()}
     optimizers = (*(BASELINES if paper_rows else ()), *extras)
     for figure, datasets, horizon in panels:
-        setting = dict(experiments.FIGURES[figure])
+        setting = experiments.setting_of(figure)
         if horizon is not None:
             setting["horizon"] = int(horizon)
         specs = [experiments.ExperimentSpec(d, setting["n_in"], setting["n_hidden"],
@@ -435,7 +437,7 @@ def figure_results(figure: int, seeds: Sequence[int] = experiments.EVAL_SEEDS,
     in every rank of the panel, so the default, none, keeps the nine methods the
     verdicts are about.
     """
-    setting = dict(experiments.FIGURES[figure])
+    setting = experiments.setting_of(figure)
     if horizon is not None:
         setting["horizon"] = int(horizon)
     extra_learned = dict(extra_learned or {})
@@ -494,9 +496,41 @@ def run_all(seeds: Sequence[int] = experiments.EVAL_SEEDS, workers: int = 2,
     run_tasks(tasks, executor, workers, scheduler, progress)
 
 
+#: Held-out seeds of the comparison on the training objective (never used in tuning,
+#: meta-training or choosing π).
+TRAINING_SEEDS = tuple(range(10))
+COMPARISON_FILE = experiments.ROOT / "results" / "psd" / "comparison.json"
+
+
+def training_comparison(seeds: Sequence[int] = TRAINING_SEEDS, horizon: int | None = None,
+                        psd_file=PSD_FILE, l2l_file=L2L_FILE, workers: int = 2,
+                        progress: bool = False, executor: str = "local",
+                        scheduler: str | None = None, results_dir=experiments.GRID_DIR,
+                        learned_dir=LEARNED_DIR) -> list:
+    """Every method on the training objective (MNIST 48-48-10, batch 64, T = 400): the
+    setting ``"training"`` of :func:`figure_results`, with the same caches and tasks."""
+    return figure_results("training", seeds, ("mnist",), horizon, results_dir, learned_dir,
+                          psd_file, l2l_file, workers, progress, executor,
+                          scheduler)["mnist"]
+
+
+def write_comparison(path, runs: Sequence, seeds: Sequence[int], horizon: int, psd_file,
+                     l2l_file, command: str, git: Mapping, wall: float) -> dict:
+    """``comparison.json``: the summary rows of :func:`training_comparison`'s runs, the
+    policy files and their metadata, and the run's provenance (read by chapter 6 and the
+    report)."""
+    _, _, meta = load_policy(psd_file)
+    out = {"rows": experiments.summary_table(runs), "seeds": [int(s) for s in seeds],
+           "horizon": int(horizon), "psd_file": str(psd_file), "psd_meta": meta,
+           "l2l_file": str(l2l_file),
+           **record.provenance(command, round(wall, 3), git)}
+    record.atomic_write_json(path, out, nonfinite="keep")   # the form of the earlier files
+    return out
+
+
 def main(argv=None) -> int:
-    """``python -m l2o.figures {--figure N | --all}``; arguments are checked while parsing
-    (one ``error:`` line, exit code 2)."""
+    """``python -m l2o.figures {--figure N | --all | --training}``; arguments are checked
+    while parsing (one ``error:`` line, exit code 2)."""
     from l2o.cli import nonnegative_int, positive_int
 
     ap = argparse.ArgumentParser(prog="python -m l2o.figures")
@@ -504,8 +538,20 @@ def main(argv=None) -> int:
     which.add_argument("--figure", type=int, choices=sorted(experiments.FIGURES))
     which.add_argument("--all", action="store_true",
                        help="every figure and the Figure 5 continuation (the whole grid)")
-    ap.add_argument("--seeds", type=nonnegative_int, nargs="+",
-                    default=list(experiments.EVAL_SEEDS))
+    which.add_argument("--training", action="store_true",
+                       help="every method on the training objective (MNIST 48-48-10, batch "
+                            "64, T = 400), written to --out")
+    ap.add_argument("--seeds", type=nonnegative_int, nargs="+", default=None,
+                    help=f"default {list(experiments.EVAL_SEEDS)} "
+                         f"({list(TRAINING_SEEDS)} with --training)")
+    ap.add_argument("--psd", default=None, metavar="FILE",
+                    help=f"with --figure or --training: the π file (default {PSD_FILE})")
+    ap.add_argument("--l2l", default=None, metavar="FILE",
+                    help=f"with --figure or --training: the L2L file (default {L2L_FILE})")
+    ap.add_argument("--horizon", type=positive_int, default=None,
+                    help="with --figure or --training: steps per run (default the setting's)")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help=f"with --training: the comparison file (default {COMPARISON_FILE})")
     ap.add_argument("--workers", type=positive_int, default=2,
                     help="processes (local or Dask LocalCluster) running the grid's tasks")
     ap.add_argument("--executor", choices=EXECUTORS, default="local",
@@ -524,21 +570,43 @@ def main(argv=None) -> int:
         ap.error("--scheduler needs --executor dask")
     if a.estimate and not a.all:
         ap.error("--estimate needs --all")
+    if a.all and (a.psd or a.l2l or a.horizon):
+        ap.error("--psd, --l2l and --horizon apply to --figure and --training")
+    if a.out is not None and not a.training:
+        ap.error("--out needs --training")
+    for opt in ("psd", "l2l"):
+        if getattr(a, opt) is not None and not Path(getattr(a, opt)).is_file():
+            ap.error(f"--{opt}: no file {getattr(a, opt)}")
+    seeds = a.seeds if a.seeds is not None else list(
+        TRAINING_SEEDS if a.training else experiments.EVAL_SEEDS)
+    files = dict(psd_file=Path(a.psd or PSD_FILE), l2l_file=Path(a.l2l or L2L_FILE))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     if a.estimate:
-        est = estimate_grid(a.seeds, a.workers, extras=not a.paper_only)
+        est = estimate_grid(seeds, a.workers, extras=not a.paper_only)
         kinds = ", ".join(f"{k} {v / 60:.0f} min" for k, v in sorted(est["by_kind"].items()))
         print(f"{len(est['tasks'])} tasks, {est['core_seconds'] / 60:.0f} core-minutes "
               f"({kinds}); on {a.workers} workers about {est['wall_seconds'] / 60:.0f} min "
               f"(the progress bar's model says {est['model_seconds'] / 60:.0f} core-minutes)")
         return 0
     if a.all:
-        run_all(a.seeds, a.workers, executor=a.executor, scheduler=a.scheduler,
+        run_all(seeds, a.workers, executor=a.executor, scheduler=a.scheduler,
                 extras=not a.paper_only)
         return 0
-    res = figure_results(a.figure, a.seeds, workers=a.workers, progress=True,
-                         executor=a.executor, scheduler=a.scheduler)
+    if a.training:
+        git, t0 = record.git_state(), time.perf_counter()
+        runs = training_comparison(seeds, a.horizon, workers=a.workers, progress=True,
+                                   executor=a.executor, scheduler=a.scheduler, **files)
+        out = Path(a.out) if a.out else COMPARISON_FILE
+        command = " ".join(["python -m l2o.figures", *(sys.argv[1:] if argv is None else argv)])
+        comp = write_comparison(out, runs, seeds, a.horizon or experiments.TRAINING["horizon"],
+                                files["psd_file"], files["l2l_file"], command, git,
+                                time.perf_counter() - t0)
+        print(experiments.format_summary(comp["rows"]))
+        print(f"wrote {out}")
+        return 0
+    res = figure_results(a.figure, seeds, horizon=a.horizon, workers=a.workers, progress=True,
+                         executor=a.executor, scheduler=a.scheduler, **files)
     for d, runs in res.items():
         print(d)
         print(experiments.format_summary(experiments.summary_table(runs)))

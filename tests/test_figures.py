@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from l2o import figures
+from l2o import experiments, figures, record
+from l2o.baselines import BASELINES
 from l2o.features import FeatureConfig
 from l2o.gps import save_policy
 from l2o.policy import LSTMPolicy, PolicyConfig
@@ -342,3 +343,39 @@ def test_tuning_sensitivity_reruns_the_baselines_with_the_dataset_tuning(tmp_pat
     assert np.array_equal(own["adam"].true_loss, mnist["adam"].true_loss)
     assert own["psd"] is mnist["psd"]
     assert set(ts.psd_ranks()) == {"faces"}
+
+
+def _same_rows(a, b):
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert set(ra) == set(rb)
+        for k in ra:
+            x, y = ra[k], rb[k]
+            assert x == y or (isinstance(x, float) and np.isnan(x) and np.isnan(y)), (ra, k)
+
+
+def test_training_setting_gives_the_committed_comparison(data_dir):
+    """``--training`` (the setting "training" of the figure runner) reads the runs behind
+    results/psd/comparison.json from the caches and summarises them into its rows, bit
+    for bit (the comparison was written by a script before the runner had the setting)."""
+    comp = record.read_json(figures.COMPARISON_FILE)
+    if not comp:
+        pytest.skip("no committed comparison")
+    seeds = comp["seeds"]
+    if figures.grid_tasks([("training", ("mnist",), None)], seeds):
+        pytest.skip("the runs behind the comparison are not all in the caches")
+    runs = figures.training_comparison(seeds, workers=1)
+    _same_rows(experiments.summary_table(runs), comp["rows"])
+    assert {r.optimizer for r in runs} == {*BASELINES, "psd", "l2l"}
+
+
+def test_training_command_line_checks(capsys, tmp_path):
+    for argv, msg in ((["--figure", "1", "--out", str(tmp_path / "c.json")], "--out needs"),
+                      (["--training", "--psd", str(tmp_path / "none.pt")], "no file"),
+                      (["--all", "--horizon", "5"], "apply to --figure")):
+        with pytest.raises(SystemExit) as e:
+            figures.main(argv)
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Invalid figure"):
+        experiments.setting_of("train")
+    assert experiments.setting_of("training")["horizon"] == 400
