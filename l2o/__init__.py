@@ -26,6 +26,7 @@ One flat module per concept of the paper:
 - :mod:`l2o.cli`       argument checks shared by the commands; the ``l2o`` script
 - :mod:`l2o.record`    run records: provenance, atomic writes, JSON with non-finite numbers
 - :mod:`l2o.paths`     the project folder (``$L2O_ROOT``) every results path is taken from
+- :mod:`l2o.rollout`   the one rollout loop every optimizer runs through
 - :mod:`l2o.parallel`  one torch thread per worker; local processes and Dask executors
 - :mod:`l2o.gps_sweep` chapter 5's studies on a small objective: sweep, ceiling, transfer
 """

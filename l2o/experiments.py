@@ -75,7 +75,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from l2o import baselines, record
+from l2o import baselines, record, rollout
 from l2o.parallel import one_thread, process_pool
 from l2o.baselines import BASELINES, OPTIMIZERS, default_hparams, make_optimizer
 
@@ -435,88 +435,22 @@ def divergence_point(true_loss, minibatch_loss=None,
 
 def _run_rows(problem, build, seeds: Sequence[int], horizon: int, eval_every: int,
               divergence_factor: float | None, callback) -> tuple[list[dict], float]:
-    """Run ``len(seeds)`` independent trajectories, rows of one tensor (module docstring)."""
-    n = len(seeds)
+    """Run ``len(seeds)`` independent trajectories, rows of one tensor (module docstring),
+    through the package's one loop (:func:`l2o.rollout.rollout`, divergence watched)."""
     T = int(horizon)
-    rows = [initial_iterate(problem, s).clone().requires_grad_(True) for s in seeds]
+    x0 = torch.stack([initial_iterate(problem, s) for s in seeds])
     streams = torch.stack([minibatch_stream(problem, s, T) for s in seeds], dim=1)  # (T, N, B)
-    opt = build(rows)
-    true = np.full((n, T + 1), np.nan)
-    mb = np.full((n, T), np.nan)
-    alive = np.ones(n, dtype=bool)
-    diverged_at: list[int | None] = [None] * n
-    evals = np.zeros(n, dtype=np.int64)
-    rec: dict[str, Any] = {}
-
-    def stacked() -> torch.Tensor:
-        return torch.stack([r.detach() for r in rows])
-
-    def diverge(i: int, t: int) -> None:
-        alive[i] = False
-        diverged_at[i] = t
-        true[i, t:] = np.nan
-        mb[i, t:] = np.nan
-        logger.debug("seed %s diverged at iterate %d", seeds[i], t)
-
-    def closure():
-        with torch.no_grad():
-            loss, grad = problem.minibatch_loss_and_grad(stacked(), rec["idx"])
-        for i, r in enumerate(rows):
-            r.grad = grad[i]
-        evals[alive] += 1
-        if "loss" not in rec:  # the first call of a step is at x_t
-            rec["loss"] = loss.detach().double().cpu().numpy()
-            rec["grad_ok"] = torch.isfinite(grad).all(dim=-1).cpu().numpy()
-        return loss.sum()
-
-    start = time.perf_counter()
-    with torch.no_grad():
-        f0 = problem.true_loss(stacked()).double().cpu().numpy()
-    true[:, 0] = f0
-    thresholds = (np.abs(f0) * divergence_factor if divergence_factor is not None
-                  else np.full(n, np.inf))
-    for i in range(n):
-        if not np.isfinite(f0[i]):
-            diverge(i, 0)
-    if callback is not None:
-        x = stacked()
-        callback(0, x if n > 1 else x[0], f0)
-    for t in range(T):
-        if not alive.any():
-            break
-        rec.clear()
-        rec["idx"] = streams[t].to(problem.device)
-        opt.step(closure)
-        for i in np.flatnonzero(alive):
-            mb[i, t] = rec["loss"][i]
-            if not (np.isfinite(rec["loss"][i]) and rec["grad_ok"][i]):
-                diverge(i, t)
-        evaluate = (t + 1) % eval_every == 0 or t + 1 == T
-        x = stacked()
-        if evaluate:
-            live = np.flatnonzero(alive)  # diverged rows are not evaluated any more
-            f = np.full(n, np.nan)
-            with torch.no_grad():
-                if live.size:
-                    f[live] = problem.true_loss(x[torch.from_numpy(live)]).double().cpu().numpy()
-            for i in live:
-                true[i, t + 1] = f[i]
-                if not np.isfinite(f[i]) or f[i] > thresholds[i]:
-                    diverge(i, t + 1)
-        else:
-            f = None
-            finite = torch.isfinite(x).all(dim=-1).cpu().numpy()
-            for i in np.flatnonzero(alive & ~finite):
-                diverge(i, t + 1)
-        if callback is not None:
-            callback(t + 1, x if n > 1 else x[0], f)
-    wall = time.perf_counter() - start
+    traj = rollout.rollout(problem, rollout.OptimizerActor(build), x0, streams, T,
+                           eval_every=eval_every, watch=True,
+                           divergence_factor=divergence_factor, callback=callback,
+                           labels=[f"seed {s}" for s in seeds])
     out = [
-        dict(true_loss=true[i], minibatch_loss=mb[i], diverged=diverged_at[i] is not None,
-             diverged_at=diverged_at[i], grad_evals=int(evals[i]))
-        for i in range(n)
+        dict(true_loss=traj.true_loss[i], minibatch_loss=traj.minibatch_loss[i],
+             diverged=traj.diverged_at[i] is not None, diverged_at=traj.diverged_at[i],
+             grad_evals=int(traj.grad_evals[i]))
+        for i in range(len(seeds))
     ]
-    return out, wall
+    return out, traj.wall_time
 
 
 def _environment() -> dict:

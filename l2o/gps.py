@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from l2o import badmm, dynamics, lqg, parallel, record
+from l2o import rollout as loop
 from l2o.features import GRAD_SCALES, FeatureConfig, StateTracker
 from l2o.policy import LSTMPolicy, PolicyConfig
 from l2o.problems import MLPProblem
@@ -225,59 +226,85 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
     Returns:
         :class:`Samples` (``groups`` empty when ``stored`` is None).
     """
-    D = problem.dim
     x = problem.init(gen, n) if x0 is None else x0.clone()
-    tracker = StateTracker(n, D, feature_config, dtype=problem.dtype)
-    T = horizon
-    rec = stored is not None
-    if rec:
-        cols = np.concatenate(stored)
-        Ms = [len(s) for s in stored]
-        Xs = np.zeros((n, T, len(cols), tracker.state_dim), dtype=np.float32)
-        Us = np.zeros((n, T, len(cols)), dtype=np.float32)
-        Os = torch.zeros((T, n, len(cols), 3), dtype=torch.float32)
-        Gs = np.zeros((n, T, len(cols)), dtype=np.float32)
-        cols_t = torch.as_tensor(cols)
-    true_loss = np.full((n, T + 1), np.nan)
-    mb_loss = np.full((n, T), np.nan)
-    pstate = None
-    alive = torch.ones(n, dtype=torch.bool)
-    for t in range(T):
-        idx = problem.sample_indices(gen, n) if streams is None else streams[t]
-        f_hat, g_hat = problem.minibatch_loss_and_grad(x, idx)
+    actor = FeatureActor(problem, cost, act, feature_config, horizon, stored, need_states)
+    batches = streams if streams is not None else (lambda t: problem.sample_indices(gen, n))
+    traj = loop.rollout(problem, actor, x, batches, horizon, objective=actor.objective)
+    true_loss = traj.true_loss
+    alive = actor.alive & torch.as_tensor(np.isfinite(true_loss).all(1))
+    diverged = int((~alive).sum())
+    if stored is not None and diverged == n and require_alive:
+        raise GPSNumericalError(ALL_DIVERGED)
+    groups = [] if stored is None else actor.samples(alive.numpy())
+    return Samples(groups, true_loss, traj.minibatch_loss, diverged)
+
+
+class FeatureActor:
+    """A per-coordinate ``act`` (ψ, π, a teacher) as an actor of :func:`l2o.rollout.rollout`.
+
+    Each step computes the features Φ (``need_states``) and Ψ from the minibatch loss and
+    gradient at ``x_t``, asks ``act`` for the step, zeroes the step of a trajectory whose
+    step or minibatch loss is not finite (and marks it in :attr:`alive`), and with
+    ``stored`` records the states, actions, observations and true-objective gradients of
+    the stored coordinates (:meth:`samples`).  :meth:`objective` is the loop's objective:
+    the cost, with its gradient at the steps whose gradients are recorded.
+    """
+
+    def __init__(self, problem: MLPProblem, cost: CostProblem, act: Callable,
+                 feature_config: FeatureConfig, horizon: int,
+                 stored: list[np.ndarray] | None, need_states: bool):
+        self.problem, self.cost, self.act = problem, cost, act
+        self.fcfg, self.T, self.stored, self.need_states = (feature_config, horizon, stored,
+                                                            need_states)
+
+    def start(self, x0: torch.Tensor) -> None:
+        n, D, T = x0.shape[0], self.problem.dim, self.T
+        self.tracker = StateTracker(n, D, self.fcfg, dtype=self.problem.dtype)
+        self.pstate = None
+        self.alive = torch.ones(n, dtype=torch.bool)
+        self.g_true = None
+        if self.stored is not None:
+            self.cols = torch.as_tensor(np.concatenate(self.stored))
+            m, dX = len(self.cols), self.tracker.state_dim
+            self.Xs = np.zeros((n, T, m, dX), dtype=np.float32)
+            self.Us = np.zeros((n, T, m), dtype=np.float32)
+            self.Os = torch.zeros((T, n, m, 3), dtype=torch.float32)
+            self.Gs = np.zeros((n, T, m), dtype=np.float32)
+
+    def objective(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        if self.stored is not None and t < self.T:
+            f, self.g_true = self.cost(x, with_grad=True)
+            return f
+        return self.cost(x)
+
+    def step(self, t: int, x: torch.Tensor, batch) -> torch.Tensor:
+        f_hat, g_hat = batch(x)
+        rec = self.stored is not None
         if rec:
-            f_true, g_true = cost(x, with_grad=True)
-            Gs[:, t] = g_true[:, cols_t].numpy()
-        else:
-            f_true = cost(x)
-        true_loss[:, t] = f_true.numpy()
-        mb_loss[:, t] = f_hat.numpy()
-        tracker.update(x, f_hat, g_hat)
-        s = tracker.state() if need_states else None
-        o = tracker.observation()
-        a, pstate = act(t, s, o, g_hat, pstate)
+            self.Gs[:, t] = self.g_true[:, self.cols].numpy()
+        self.tracker.update(x, f_hat, g_hat)
+        s = self.tracker.state() if self.need_states else None
+        o = self.tracker.observation()
+        a, self.pstate = self.act(t, s, o, g_hat, self.pstate)
         bad = ~torch.isfinite(a).all(-1) | ~torch.isfinite(f_hat)
         if bad.any():
-            alive &= ~bad
+            self.alive &= ~bad
             a = torch.where(bad[:, None], torch.zeros_like(a), a)
         if rec:
-            Xs[:, t] = s[:, cols_t].numpy()
-            Us[:, t] = a[:, cols_t].numpy()
-            Os[t] = o[:, cols_t].float()
-        x = x + a
-    true_loss[:, T] = cost(x).numpy()
-    alive &= torch.as_tensor(np.isfinite(true_loss).all(1))
-    diverged = int((~alive).sum())
-    groups = []
-    if rec:
-        if diverged == n and require_alive:
-            raise GPSNumericalError(ALL_DIVERGED)
-        # drop diverged trajectories: their states would poison every fit
-        keep = alive.numpy()
-        Xs, Us, Gs, Os = Xs[keep], Us[keep], Gs[keep], Os[:, torch.as_tensor(keep)]
+            self.Xs[:, t] = s[:, self.cols].numpy()
+            self.Us[:, t] = a[:, self.cols].numpy()
+            self.Os[t] = o[:, self.cols].float()
+        return x + a
+
+    def samples(self, keep: np.ndarray) -> list[GroupSamples]:
+        """Per group, the recorded sequences of the trajectories in ``keep`` (the others
+        diverged: their states would poison every fit)."""
+        T = self.T
+        Xs, Us, Gs = self.Xs[keep], self.Us[keep], self.Gs[keep]
+        Os = self.Os[:, torch.as_tensor(keep)]
         n = int(keep.sum())
-        start = 0
-        for m in Ms:
+        groups, start = [], 0
+        for m in (len(c) for c in self.stored):
             sl = slice(start, start + m)
             # (n, T, m, dX) -> (n*m, T, dX): one sequence per (trajectory, coordinate)
             X = np.ascontiguousarray(Xs[:, :, sl].transpose(0, 2, 1, 3)
@@ -288,7 +315,7 @@ def rollout(problem: MLPProblem, cost: CostProblem, horizon: int, n: int,
             groups.append(GroupSamples(X.astype(np.float64), U.astype(np.float64), O,
                                        G.astype(np.float64)))
             start += m
-    return Samples(groups, true_loss, mb_loss, diverged)
+        return groups
 
 
 def psi_actor(problem: MLPProblem, psis, gen: torch.Generator | None, noise: bool = True,

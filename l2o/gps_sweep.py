@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from l2o import experiments, parallel, record
+from l2o import rollout as loop
 from l2o.problems import MLPProblem
 
 log = logging.getLogger(__name__)
@@ -312,15 +313,20 @@ def per_group_momentum(problem: MLPProblem, x0: torch.Tensor, idx: torch.Tensor,
     """Meta-loss (mean over the rows of ``x0``) of momentum SGD with one step per group:
     ``v ← β v − g``, ``x ← x + lr_group v`` (torch's heavy ball); ``inf`` on divergence."""
     lr = torch.tensor(list(lrs), dtype=x0.dtype)[problem.group_index]
-    x, v, total = x0.clone(), torch.zeros_like(x0), 0.0
-    for t in range(idx.shape[0]):
-        _, g = problem.minibatch_loss_and_grad(x, idx[t])
+    v = torch.zeros_like(x0)
+
+    def delta(t, x, loss, g):
+        nonlocal v
         v = beta * v - g
-        x = x + lr * v
-        f = problem.true_loss(x)
-        if not torch.isfinite(f).all():
-            return float("inf")
-        total += float(f.mean())
+        return lr * v
+
+    traj = loop.rollout(problem, loop.StepActor(delta), x0, idx)
+    f = torch.from_numpy(traj.true_loss[:, 1:]).to(x0.dtype)   # f(x_t) as computed
+    if not torch.isfinite(f).all():
+        return float("inf")
+    total = 0.0
+    for t in range(f.shape[1]):
+        total += float(f[:, t].mean())
     return total
 
 

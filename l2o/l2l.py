@@ -91,6 +91,7 @@ import torch
 from torch import nn
 
 from l2o import record
+from l2o import rollout as loop
 from l2o.policy import chunk_rows, fuse_lstm_gates, fused_lstm_cell_, workspace
 from l2o.problems import MLPProblem
 
@@ -430,21 +431,19 @@ def rollout(net: L2LNet, problem: MLPProblem, x0: torch.Tensor, idx: torch.Tenso
     if idx.ndim != 3 or idx.shape[1] != x0.shape[0]:
         raise ValueError(f"idx must be (T, n, B) with n = {x0.shape[0]}, got {tuple(idx.shape)}")
     x = x0.to(problem.dtype)
-    n = x.shape[0]
-    h, c = net.initial_state(n * problem.dim, dtype=problem.dtype)
-    delta = torch.empty(n * problem.dim, dtype=h.dtype)
-    fb, ft = [], []
-    for t in range(idx.shape[0]):
-        loss, g = problem.minibatch_loss_and_grad(x, idx[t])
-        fb.append(loss)
-        if true_loss:
-            ft.append(problem.true_loss(x))
+    n, dim = x.shape
+    h, c = net.initial_state(n * dim, dtype=problem.dtype)
+    delta = torch.empty(n * dim, dtype=h.dtype)
+
+    def step(t, x, loss, g):
         net.step_(g.reshape(-1), h, c, delta)  # the fused step, state updated in place
-        x = x + delta.view(n, problem.dim).to(x.dtype)
-    out = {"minibatch_loss": torch.stack(fb, 1), "x": x}
+        return delta.view(n, dim)
+
+    traj = loop.rollout(problem, loop.StepActor(step), x, idx, eval_every=int(true_loss))
+    out = {"minibatch_loss": torch.from_numpy(traj.minibatch_loss).to(problem.dtype),
+           "x": traj.x}
     if true_loss:
-        ft.append(problem.true_loss(x))
-        out["true_loss"] = torch.stack(ft, 1)
+        out["true_loss"] = torch.from_numpy(traj.true_loss).to(problem.dtype)
     return out
 
 

@@ -11,9 +11,7 @@ meta-loss ``sum_{t=1..T} f(x_t)`` of the *unscaled* mean training loss ``f``.
 """
 
 import argparse
-import json
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from l2o import data
+from l2o import data, record
 from l2o.baselines import default_hparams
 from l2o.l2l import L2LOptimizer
 from l2o.policy import PredictedStepDescent
@@ -68,7 +66,7 @@ def main() -> int:
         "l2l": lambda ps: L2LOptimizer.from_pretrained(ps),
         "adam": lambda ps: torch.optim.Adam(ps, lr=tuned_adam),
     }
-    t0 = time.perf_counter()
+    git, t0 = record.git_state(), time.perf_counter()
     table = {}
     for name, make in makers.items():
         table[name] = {}
@@ -78,17 +76,13 @@ def main() -> int:
             print(f"{name:5s} c = {c:5g}: meta-loss {table[name][str(c)]:.2f}", flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    (out / "loss_scale.json").write_text(json.dumps({
+    command = " ".join(["python scripts/loss_scale.py", *sys.argv[1:]])
+    record.atomic_write_json(out / "loss_scale.json", {
         "what": "mean over seeds of sum_{t=1..T} f(x_t), f the unscaled mean training loss; "
                 "the optimizer sees c times the minibatch mean loss",
         "meta_loss": table, "scales": list(SCALES), "seeds": list(SEEDS), "steps": a.steps,
         "examples": a.examples, "batch": 64, "adam_lr": tuned_adam, "data": prep.describe(),
-        "command": "python scripts/loss_scale.py", "git_commit": commit,
-        "wall_time_s": round(time.perf_counter() - t0, 1),
-        "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()}}, indent=1) + "\n")
+        **record.provenance(command, round(time.perf_counter() - t0, 1), git)})
     print(f"wrote {out / 'loss_scale.json'}")
     return 0
 
