@@ -468,42 +468,50 @@ def _detach(state: State) -> State:
 
 
 def unroll_meta_loss(net: L2LNet, problem: MLPProblem, x: torch.Tensor, state: State,
-                     grad: torch.Tensor, idx: torch.Tensor):
+                     idx: torch.Tensor):
     """Meta-loss of one truncated unroll, differentiable with respect to the net.
 
-    Starting from ``x_0 = x`` (detached) with LSTM state ``state`` (detached) and the
-    gradient ``grad = grad f_hat(x_0)`` (a constant), for ``t = 0..U-1``::
+    Starting from ``x_0 = x`` (detached) with LSTM state ``state`` (detached), for
+    ``t = 0..U-1``::
 
+        grad_t = grad f_hat(x_t; idx[t])             (constant: no second derivatives)
         (Delta_t, h_{t+1}) = m(grad_t, h_t; phi)
         x_{t+1} = x_t + Delta_t
-        L += mean_n f_hat(x_{t+1}; idx[t])           (differentiable, problem.torch_loss)
-        grad_{t+1} = grad f_hat(x_{t+1}; idx[t])     (constant: no second derivatives)
+        L += mean_n f_hat(x_{t+1}; idx[t + 1])       (differentiable, problem.torch_loss)
 
-    The minibatch ``idx[t]`` serves both the loss at ``x_{t+1}`` and the gradient that
-    drives the next step, as in the original code, where one loss op per step provides
-    both.  Because the gradients are constants, ``phi`` reaches ``L`` only through the
-    steps ``Delta``, which enter every later iterate of the unroll.
+    ``idx`` has ``U + 1`` rows: row 0 is the minibatch of the step before the unroll (the
+    previous unroll's last, or the first draw of the trajectory), so that the minibatch
+    of each loss term also gives the gradient of the next step, as in the original
+    code, where one loss op per step provides both.  Because the gradients are
+    constants, ``phi`` reaches ``L`` only through the steps ``Delta``, which enter every
+    later iterate of the unroll.  The steps run through the package's one loop
+    (:func:`l2o.rollout.rollout`), the loss terms added after each step.
 
     Args:
         net: the optimizer (its parameters receive the meta-gradient).
         problem: the objective.
         x: iterates ``(n, dim)``; state: LSTM state for ``n * dim`` coordinates;
-        grad: gradient at ``x``, ``(n, dim)``; idx: minibatches ``(U, n, B)``.
+        idx: minibatches ``(U + 1, n, B)``.
 
     Returns:
-        ``(meta_loss, x, state, grad)``: the scalar ``L`` and the carried values at the
-        end of the unroll (still attached to the graph; detach before the next unroll).
+        ``(meta_loss, x, state)``: the scalar ``L`` and the carried values at the end of
+        the unroll (still attached to the graph; detach before the next unroll).
     """
-    n, dim = x.shape
-    x, state, grad = x.detach(), _detach(state), grad.detach()
-    meta_loss = x.new_zeros(())
-    for t in range(idx.shape[0]):
-        delta, state = net(grad.reshape(-1), state)
-        x = x + delta.view(n, dim)
-        meta_loss = meta_loss + problem.torch_loss(x, idx[t]).mean()
-        with torch.no_grad():
-            _, grad = problem.minibatch_loss_and_grad(x.detach(), idx[t])
-    return meta_loss, x, state, grad
+    if idx.ndim != 3 or idx.shape[0] < 2:
+        raise ValueError(f"idx must be (U + 1, n, B) with U >= 1, got {tuple(idx.shape)}")
+    carried = {"state": _detach(state), "loss": x.new_zeros(())}
+
+    def delta(t, x, loss, grad):
+        d, carried["state"] = net(grad.reshape(-1), carried["state"])
+        return d.view(x.shape)
+
+    def add_loss(t, x_next):
+        carried["loss"] = carried["loss"] + problem.torch_loss(x_next, idx[t + 1]).mean()
+
+    x = x.detach()
+    traj = loop.rollout(problem, loop.StepActor(delta), x, idx[:-1], eval_every=0,
+                        on_step=add_loss)
+    return carried["loss"], traj.x, carried["state"]
 
 
 def _train_epoch(net: L2LNet, problem: MLPProblem, config: L2LConfig,
@@ -518,13 +526,13 @@ def _train_epoch(net: L2LNet, problem: MLPProblem, config: L2LConfig,
     n, dim, B = config.trajectories, problem.dim, config.batch_size
     x = problem.init(gen, n)
     state = net.initial_state(n * dim, dtype=problem.dtype)
-    with torch.no_grad():
-        _, g = problem.minibatch_loss_and_grad(x, problem.sample_indices(gen, n, B))
+    last = problem.sample_indices(gen, n, B)   # the minibatch of the first step's gradient
     total, norms, t, diverged = 0.0, [], 0, False
     while t < config.horizon:
         steps = min(config.unroll, config.horizon - t)
-        idx = torch.stack([problem.sample_indices(gen, n, B) for _ in range(steps)])
-        meta_loss, x, state, g = unroll_meta_loss(net, problem, x, state, g, idx)
+        idx = torch.stack([last] + [problem.sample_indices(gen, n, B) for _ in range(steps)])
+        meta_loss, x, state = unroll_meta_loss(net, problem, x, state, idx)
+        last = idx[-1]
         t += steps
         if not torch.isfinite(meta_loss):
             logger.warning("non-finite meta-loss at step %d; trajectory abandoned", t)

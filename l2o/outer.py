@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from l2o import record
+from l2o import rollout as loop
 from l2o.features import FeatureConfig, ObservationTracker
 from l2o.gps import (ConvolutionalGPS, CostProblem, GPSConfig, load_policy, pi_actor, rollout,
                      safe_load, save_policy)
@@ -305,20 +306,28 @@ def bptt_update_epoch(policy: LSTMPolicy, problem: MLPProblem, cost: CostProblem
         hidden = (hidden[0].detach(), hidden[1].detach())
         if exact:
             tracker.detach()
-        loss = x.new_zeros((), dtype=torch.float32)
-        for t in range(start, min(T, start + U)):
-            if exact:
-                f_hat, g_hat = _loss_and_grad(problem, x, idx[t])
+        window = {"loss": x.new_zeros((), dtype=torch.float32), "hidden": hidden}
+
+        def step(t, x, f_hat, g_hat):
+            if exact:     # f̂ and ∇f̂ carry the graph (evaluate below)
                 tracker.update(x, f_hat, g_hat)
                 obs = tracker.observation()
             else:
                 with torch.no_grad():
-                    f_hat, g_hat = problem.minibatch_loss_and_grad(x.detach(), idx[t])
                     tracker.update(x.detach(), f_hat, g_hat)
                     obs = tracker.observation()
-            a, hidden = policy.step(obs, gi, hidden)
-            x = x + a.to(x.dtype)
-            loss = loss + cost.sub.torch_loss(x).mean()
+            a, window["hidden"] = policy.step(obs, gi, window["hidden"])
+            return a
+
+        def add_loss(t, x_next):
+            window["loss"] = window["loss"] + cost.sub.torch_loss(x_next).mean()
+
+        # the window through the package's one loop; its steps carry the graph
+        x = loop.rollout(problem, loop.StepActor(step), x, idx[start:min(T, start + U)],
+                         eval_every=0, on_step=add_loss,
+                         evaluate=(lambda x, i: _loss_and_grad(problem, x, i)) if exact
+                         else None).x
+        loss, hidden = window["loss"], window["hidden"]
         if not torch.isfinite(loss):
             diverged = True
             break

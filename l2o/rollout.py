@@ -24,7 +24,8 @@ applied to recorded curves).
 
 Actors (:class:`Actor`): :class:`OptimizerActor` wraps a ``torch.optim`` optimizer (the
 baselines); :class:`StepActor` turns a function ``Δ = f(t, x, loss, grad)`` into one
-(the L2L optimizer); GPS's recording actor (:class:`l2o.gps.FeatureActor`) computes the
+(the L2L optimizer, and the meta-training unrolls of L2L and of π by BPTT, whose
+steps carry an autograd graph); GPS's recording actor (:class:`l2o.gps.FeatureActor`) computes the
 features Φ and Ψ and records states, actions and observations for the fits.
 """
 
@@ -48,16 +49,21 @@ class Minibatch:
     :attr:`grad` are the values the loop records.
     """
 
-    def __init__(self, problem, idx: torch.Tensor):
-        self.problem, self.idx = problem, idx
+    def __init__(self, problem, idx: torch.Tensor, evaluate: Callable | None = None):
+        self.problem, self.idx, self.evaluate = problem, idx, evaluate
         self.loss: torch.Tensor | None = None
         self.grad: torch.Tensor | None = None
         self.calls = 0
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(f̂(x) (n,), ∇f̂(x) (n, dim))`` on this step's minibatch, without autograd."""
-        with torch.no_grad():
-            loss, grad = self.problem.minibatch_loss_and_grad(x, self.idx)
+        """``(f̂(x) (n,), ∇f̂(x) (n, dim))`` on this step's minibatch: without autograd, or
+        as the loop's ``evaluate(x, idx)`` computes them (differentiably, for
+        meta-gradients through the features)."""
+        if self.evaluate is not None:
+            loss, grad = self.evaluate(x, self.idx)
+        else:
+            with torch.no_grad():
+                loss, grad = self.problem.minibatch_loss_and_grad(x, self.idx)
         self.calls += 1
         if self.loss is None:
             self.loss, self.grad = loss, grad
@@ -135,7 +141,9 @@ def rollout(problem, actor: Actor, x0: torch.Tensor,
             batches: torch.Tensor | Callable[[int], torch.Tensor], horizon: int | None = None,
             objective: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
             eval_every: int = 1, watch: bool = False, divergence_factor: float | None = None,
-            callback: Callable | None = None, labels: Sequence | None = None) -> Trajectories:
+            callback: Callable | None = None, labels: Sequence | None = None,
+            evaluate: Callable | None = None,
+            on_step: Callable[[int, torch.Tensor], None] | None = None) -> Trajectories:
     """Run ``actor`` from ``x0 (n, dim)`` for ``horizon`` steps (module docstring).
 
     Args:
@@ -152,6 +160,12 @@ def rollout(problem, actor: Actor, x0: torch.Tensor,
             ``(n, dim)`` (``(dim,)`` when ``n = 1``) and ``f (n,)`` or None where the
             objective was not evaluated.
         labels: names of the trajectories for the debug log (default their rows).
+        evaluate: ``evaluate(x, idx) -> (f̂, ∇f̂)`` instead of the problem's minibatch
+            loss and gradient without autograd (:class:`Minibatch`).
+        on_step: ``on_step(t, x_{t+1})`` after every step, with ``x_{t+1}`` as the actor
+            returned it: a meta-training unroll adds its differentiable meta-loss term
+            here (the loop never detaches ``x``; an actor that computes its step with
+            autograd makes the rollout differentiable).
     """
     T = int(batches.shape[0] if horizon is None else horizon)
     n = x0.shape[0]
@@ -172,7 +186,7 @@ def rollout(problem, actor: Actor, x0: torch.Tensor,
         mb[i, t:] = np.nan
         logger.debug("trajectory %s diverged at iterate %d", labels[i], t)
 
-    def evaluate(x: torch.Tensor, t: int) -> np.ndarray:
+    def evaluate_objective(x: torch.Tensor, t: int) -> np.ndarray:
         if not watch:
             return objective(x, t).double().cpu().numpy()
         live = np.flatnonzero(alive)   # diverged rows are not evaluated any more
@@ -201,7 +215,7 @@ def rollout(problem, actor: Actor, x0: torch.Tensor,
             break
         idx = batches(t) if callable(batches) else batches[t]
         batch = Minibatch(problem, idx.to(problem.device) if hasattr(problem, "device")
-                          else idx)
+                          else idx, evaluate)
         x_next = actor.step(t, x, batch)
         if not isinstance(x_next, torch.Tensor) or x_next.shape != x.shape:
             raise TypeError(f"{type(actor).__name__}.step must return x_{{t+1}}, a tensor of "
@@ -210,6 +224,8 @@ def rollout(problem, actor: Actor, x0: torch.Tensor,
             raise RuntimeError(f"{type(actor).__name__}.step never evaluated the minibatch; "
                                "the record needs f̂(x_t): call batch(x) at x_t")
         x = x_next
+        if on_step is not None:
+            on_step(t, x)
         evals[alive] += batch.calls
         loss = batch.loss.detach().double().cpu().numpy()
         if watch:
@@ -223,7 +239,7 @@ def rollout(problem, actor: Actor, x0: torch.Tensor,
         f = None
         if eval_every and ((t + 1) % eval_every == 0 or t + 1 == T):
             with torch.no_grad():
-                f = evaluate(x, t + 1)
+                f = evaluate_objective(x, t + 1)
             if watch:
                 for i in np.flatnonzero(alive):
                     true[i, t + 1] = f[i]

@@ -113,9 +113,11 @@ def test_meta_gradient_flows_through_iterates_with_constant_gradients():
     gen = torch.Generator().manual_seed(1)
     n, U = 2, 4
     x0 = p.init(gen, n)
-    _, g0 = p.minibatch_loss_and_grad(x0, p.sample_indices(gen, n))
+    first = p.sample_indices(gen, n)
+    _, g0 = p.minibatch_loss_and_grad(x0, first)
     idx = torch.stack([p.sample_indices(gen, n) for _ in range(U)])
-    loss, x, state, g = l2l.unroll_meta_loss(net, p, x0, net.initial_state(n * p.dim), g0, idx)
+    loss, x, state = l2l.unroll_meta_loss(net, p, x0, net.initial_state(n * p.dim),
+                                          torch.cat([first[None], idx]))
     loss.backward()
     # forward again without autograd to get the iterates and their minibatch gradients
     with torch.no_grad():

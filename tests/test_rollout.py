@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from l2o import experiments, gps_sweep, l2l, learned
+from l2o import experiments, gps, gps_sweep, l2l, learned, outer
 from l2o import rollout as loop
 from l2o.features import FeatureConfig
 from l2o.policy import LSTMPolicy, PolicyConfig
@@ -112,6 +112,16 @@ def test_every_optimizer_runs_through_the_one_loop(monkeypatch, data_dir):
     x0 = P.init(torch.Generator(), 1)
     gps_sweep.per_group_momentum(P, x0, streams(P, 1, 3), [0.1] * 4, 0.9)   # a study's rule
     assert calls == ["OptimizerActor", "FeatureActor", "StepActor", "StepActor"]
+    # the meta-training unrolls: L2L's (two windows) and π's by BPTT (one window)
+    calls.clear()
+    cfg = l2l.L2LConfig(horizon=4, unroll=2, trajectories=1, batch_size=8, hidden_size=4)
+    l2l._train_epoch(net, P, cfg, torch.optim.Adam(net.parameters()), torch.Generator())
+    ocfg = outer.OuterConfig(horizon=3, trajectories=1, unroll=3, cost_subset=0)
+    policy.feature_config = FeatureConfig()
+    outer.bptt_update_epoch(policy, P, gps.CostProblem(P, 0, 0), ocfg,
+                            torch.optim.Adam(policy.parameters()), torch.Generator())
+    assert calls == ["StepActor"] * 3
+    assert all(p.grad is not None for p in net.parameters())   # meta-gradients flowed
 
 
 def test_an_actor_must_return_the_next_iterate():
