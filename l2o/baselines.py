@@ -809,7 +809,10 @@ class OptimizerEntry:
         elementwise: the update of each coordinate depends only on that coordinate's
             history, so independent problems stacked as rows of one tensor are
             optimized exactly as if run one by one (used to batch seeds).
-        description: one line for tables and figure legends.
+        description: one line on the variant (the paper's, or an extra row).
+        label: the name in legends and tables of an optimizer registered by a user
+            (:func:`l2o.plotting.method_style`, :func:`l2o.plotting.short_label`; the
+            package's own methods have theirs in :mod:`l2o.plotting`).
     """
 
     factory: Callable[..., Optimizer]

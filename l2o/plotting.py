@@ -124,6 +124,25 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
 #: the learned ones.
 METHOD_ORDER: tuple[str, ...] = tuple(METHOD_STYLE)
 
+#: Short names of the methods, for tables and running text (the legends use
+#: :data:`METHOD_STYLE`'s labels); the one other table of method names.
+SHORT_LABELS: dict[str, str] = {
+    "psd": "PSD", "l2l": "L2L", "sgd": "SGD", "momentum": "momentum", "cg": "CG",
+    "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
+    "lbfgs_wolfe": "L-BFGS (Wolfe)", "cg_pr_wolfe": "CG-PR+ (Wolfe)",
+    "pi_bptt": "π (BPTT)", "pi_es": "π (ES)"}
+
+
+def short_label(method: str) -> str:
+    """:data:`SHORT_LABELS`' name, else the label an optimizer was registered with
+    (:func:`l2o.baselines.register_optimizer`), else ``method`` itself."""
+    if method in SHORT_LABELS:
+        return SHORT_LABELS[method]
+    from l2o.baselines import OPTIMIZERS
+
+    entry = OPTIMIZERS.get(method)
+    return entry.label if entry is not None and entry.label else method
+
 #: Panel titles of the paper's 3-panel figures, by dataset key.
 PANEL_TITLES: dict[str, str] = {
     "tfd": "TFD",
@@ -199,16 +218,23 @@ def use_style() -> None:
 
 
 def method_style(method: str) -> dict[str, Any]:
-    """The fixed line style of ``method`` (a key of :data:`METHOD_STYLE`).
+    """The fixed line style of ``method`` (a key of :data:`METHOD_STYLE`); an optimizer a
+    user registered (:func:`l2o.baselines.register_optimizer`) gets a grey dash-dotted
+    line labelled with its registered label (or name).
 
     Raises:
-        KeyError: for a method without a fixed style, naming the known ones.
+        KeyError: for a method that is neither, naming the known ones.
     """
-    try:
+    if method in METHOD_STYLE:
         return dict(METHOD_STYLE[method])
-    except KeyError:
-        raise KeyError(f"No style for method {method!r}; known methods: "
-                       f"{', '.join(METHOD_STYLE)}") from None
+    from l2o.baselines import OPTIMIZERS
+
+    entry = OPTIMIZERS.get(method)
+    if entry is not None:
+        return dict(label=entry.label or method, color="#555555", linestyle="-.",
+                    marker="s", markersize=4)
+    raise KeyError(f"No style for method {method!r}; known methods: "
+                   f"{', '.join(METHOD_STYLE)}, or a registered optimizer")
 
 
 def legend_outside(target, handles=None, labels=None, where: str = "right", **kwargs):

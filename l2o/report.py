@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from l2o import experiments, figures, record
+from l2o.plotting import SHORT_LABELS, short_label
 
 __all__ = [
     "EARLY_FRACTION",
@@ -84,11 +85,8 @@ REACH_TOL = 0.05
 FACES, CIFAR10, CIFAR100 = experiments.FIGURE_DATASETS
 #: Panel letter of each dataset in the paper's figures.
 PANEL = {d: chr(97 + i) for i, d in enumerate(experiments.FIGURE_DATASETS)}
-#: Short method names for the evidence column.
-SHORT = {"psd": "PSD", "l2l": "L2L", "sgd": "SGD", "momentum": "momentum", "cg": "CG",
-         "lbfgs": "L-BFGS", "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
-         "lbfgs_wolfe": "L-BFGS (Wolfe)", "cg_pr_wolfe": "CG-PR+ (Wolfe)",
-         "pi_bptt": "π (BPTT)", "pi_es": "π (ES)"}
+#: Short method names for the evidence column (:data:`l2o.plotting.SHORT_LABELS`).
+SHORT = SHORT_LABELS
 
 
 # ------------------------------------------------------------------------ one claim
@@ -157,7 +155,7 @@ def _panels(fd: figures.FigureData, panels: Sequence[str] | None) -> list[str]:
 
 
 def _label(m: str) -> str:
-    return SHORT.get(m, m)
+    return short_label(m)
 
 
 # ----------------------------------------------------------------------- measures

@@ -642,3 +642,18 @@ def test_lbfgs_wolfe_runner_equals_hand_loop_on_minibatches():
         curve.append(float(p.true_loss(x.detach()[None])[0]))
     np.testing.assert_array_equal(run.true_loss, curve)
     assert run.grad_evals > T  # the line search evaluated the minibatch more than once
+
+
+def test_a_registered_optimizer_is_named_and_styled_by_its_label():
+    from l2o import baselines
+    from l2o.plotting import method_style, short_label
+
+    baselines.register_optimizer("my_sgd", lambda params, lr=0.1: torch.optim.SGD(params, lr=lr),
+                                 {"lr": 0.1}, label="My SGD", overwrite=True)
+    try:
+        assert short_label("my_sgd") == "My SGD" and short_label("adam") == "Adam"
+        assert method_style("my_sgd")["label"] == "My SGD"
+        with pytest.raises(KeyError, match="registered optimizer"):
+            method_style("nobody")
+    finally:
+        baselines.OPTIMIZERS.pop("my_sgd")
