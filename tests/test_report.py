@@ -356,3 +356,25 @@ def test_extra_rows_effect_reports_rank_and_verdict_changes():
     assert fastest["claim"] in eff["changed"]
     md = report.extra_rows_markdown(fd, eff)
     assert "| CIFAR-10 | 1 of 4 | 2 of 5 | PSD | π (ES) |" in md
+
+
+def test_the_choices_that_hold_whatever_the_run_are_the_chapters_prose():
+    """D2, D3, D5, D6, D8, D10, D12, the divergence rule and the qualitative words are
+    a markdown table in chapter 12; the code supplies only their numbers."""
+    import json
+
+    s = _setup(teacher={"name": "adam", "lr": 0.01}, init_std=0.1, n_seeds=5,
+               divergence_factor=1e3)
+    values = report.design_values(s)
+    assert values == {"teacher": "Adam", "init_std": "0.1", "n_seeds": "5",
+                      "divergence_factor": "1000"}
+    whats = {r.what for r in report.deviations(s)}
+    static = ("D2:", "D3:", "D5:", "D6:", "D8:", "D10:", "D12:", "divergence",
+              "qualitative words")
+    assert not [w for w in whats if w.startswith(static)]
+    nb = json.loads((experiments.ROOT / "book" / "12_report.ipynb").read_text())
+    md = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    for what in static:
+        assert f"| {what}" in md, what
+    for name in values:                      # every number has its place in the prose
+        assert f"{{glue:text}}`rep_design_{name}`" in md, name
