@@ -160,3 +160,27 @@ def test_no_reference_to_unpublished_notes():
             + list((book.ROOT / "l2o").glob("*.py")):
         text = path.read_text(encoding="utf-8")
         assert not pattern.search(text), f"{path.name} refers to the method notes"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("chapter_id", ["02", "07"])
+def test_paper_scale_chapter_reproduces_its_committed_outputs(chapter_id, tmp_path):
+    """The committed paper-scale chapter 2 (the baselines) and chapter 8 (Figure 1), re-run
+    cell by cell by nbval from the committed results, give the outputs they show: the
+    package's code today computes the numbers the book prints (text outputs compared
+    exactly, after the sanitizer's masks of timings and paths)."""
+    chapter = next(c for c in CHAPTERS if c.id == chapter_id)
+    copy = tmp_path / chapter.path.name
+    copy.write_bytes(chapter.path.read_bytes())
+    (tmp_path / "pytest.ini").write_text(NBVAL_INI)
+    (tmp_path / "conftest.py").write_text(NBVAL_CONFTEST)
+    env = book.kernel_env()
+    env.pop("PYTEST_ADDOPTS", None)
+    cmd = [sys.executable, "-m", "pytest", "--nbval", str(copy),
+           "--nbval-sanitize-with", str(SANITIZE), "--nbval-current-env",
+           "--nbval-cell-timeout", "900", "-p", "no:cacheprovider", "-q", "--color=no"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, (
+        f"nbval found differences in {chapter.name} at paper scale:\n"
+        f"{result.stdout[-8000:]}\n{result.stderr[-2000:]}")
+    assert " passed" in result.stdout, result.stdout[-2000:]
