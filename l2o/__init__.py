@@ -11,6 +11,7 @@ One flat module per concept of the paper:
 - :mod:`l2o.badmm`     Bregman ADMM numerics between ψ and π: θ-step targets, dual steps, step size
 - :mod:`l2o.dynamics`  fitted linear-Gaussian dynamics and priors
 - :mod:`l2o.gps`       convolutional GPS with Bregman ADMM; policy files
+- :mod:`l2o.gps_rollout` GPS's rollouts: the cost, the actors (teachers, ψ, π), the samples
 - :mod:`l2o.gps_study` GPS arms scored on validation seeds; choosing the shipped π
 - :mod:`l2o.outer`     the same π meta-trained by truncated BPTT or antithetic ES
 - :mod:`l2o.outer_study` the three meta-trainers compared: held-out rows, transfer, verdict
