@@ -1,7 +1,8 @@
 """One rollout loop for every optimizer of the package: ``x_{t+1} = x_t + Δ_t``.
 
 The seven baselines (through their ``torch.optim`` optimizers), GPS's teachers, ψ and π,
-and the L2L optimizer all run through :func:`rollout`: ``n`` trajectories, the rows of
+the L2L optimizer, and the meta-training unrolls of L2L and of π by truncated BPTT all
+run through :func:`rollout`: ``n`` trajectories, the rows of
 one ``(n, dim)`` tensor, advance together for ``T`` steps.  At step ``t`` the loop takes
 the minibatch indices of the step, hands the *actor* (the optimizer) the iterate ``x_t``
 and a :class:`Minibatch` that evaluates the minibatch loss and gradient, and receives
@@ -24,9 +25,11 @@ applied to recorded curves).
 
 Actors (:class:`Actor`): :class:`OptimizerActor` wraps a ``torch.optim`` optimizer (the
 baselines); :class:`StepActor` turns a function ``Δ = f(t, x, loss, grad)`` into one
-(the L2L optimizer, and the meta-training unrolls of L2L and of π by BPTT, whose
-steps carry an autograd graph); GPS's recording actor (:class:`l2o.gps.FeatureActor`) computes the
-features Φ and Ψ and records states, actions and observations for the fits.
+(the L2L optimizer, and the meta-training unrolls, whose steps carry an autograd graph:
+``evaluate`` then supplies a differentiable minibatch gradient where the meta-gradient
+flows through the features, and ``on_step`` adds each step's meta-loss term); GPS's
+recording actor (:class:`l2o.gps_rollout.FeatureActor`) computes the features Φ and Ψ
+and records states, actions and observations for the fits.
 """
 
 from __future__ import annotations
