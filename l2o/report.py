@@ -776,12 +776,13 @@ class Deviation:
 
 
 def collect_setup(figs: Mapping[int, figures.FigureData], psd_dir="results/psd",
-                  l2l_dir="results/l2l", tuning_file="results/tuning/chosen.json",
-                  extension_chapter="book/11_figure5.ipynb") -> Setup:
+                  l2l_dir="results/l2l", tuning_file="results/tuning/chosen.json") -> Setup:
     """Gather a :class:`Setup` from the figures, the result files and the package.
 
     Relative paths are taken from the repository root. Missing files leave their
-    fields empty (the corresponding rows of :func:`deviations` then say so).
+    fields empty (the corresponding rows of :func:`deviations` then say so).  Figure
+    5's continuation is the package's (:data:`l2o.figures.EXTENSION`, what ``python -m
+    l2o.figures --all`` runs and Figure 5's chapter shows by default).
     """
     from l2o import data, gps, problems
 
@@ -818,15 +819,8 @@ def collect_setup(figs: Mapping[int, figures.FigureData], psd_dir="results/psd",
     if pfile.exists():
         pol, fcfg, _ = gps.load_policy(pfile)
         features, policy = dataclasses.asdict(fcfg), dataclasses.asdict(pol.config)
-    extension = None
-    chapter = under_root(extension_chapter)
-    if chapter.exists():
-        from l2o import book
-
-        defaults = book.notebook_defaults(chapter)
-        if "extension_datasets" in defaults:
-            extension = dict(datasets=list(defaults["extension_datasets"]),
-                             horizon=defaults.get("extension_horizon"))
+    extension = dict(datasets=list(figures.EXTENSION["datasets"]),
+                     horizon=figures.EXTENSION["horizon"])
     init_std = inspect.signature(problems.MLPProblem).parameters["init_std"].default
     paper = experiments.FIGURES
     return Setup(

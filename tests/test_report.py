@@ -378,3 +378,13 @@ def test_the_choices_that_hold_whatever_the_run_are_the_chapters_prose():
         assert f"| {what}" in md, what
     for name in values:                      # every number has its place in the prose
         assert f"{{glue:text}}`rep_design_{name}`" in md, name
+
+
+def test_figure5_chapter_continues_what_the_package_runs():
+    """The report takes Figure 5's continuation from l2o.figures.EXTENSION (it no longer
+    reads a notebook); the chapter's defaults must show the same runs."""
+    from l2o import book
+
+    defaults = book.notebook_defaults(experiments.ROOT / "book" / "11_figure5.ipynb")
+    assert defaults["extension_horizon"] == figures.EXTENSION["horizon"]
+    assert list(defaults["extension_datasets"]) == list(figures.EXTENSION["datasets"])
