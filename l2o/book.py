@@ -440,17 +440,20 @@ def execute_chapter(chapter: Chapter, scale: str, output_dir: Path | None = None
     wall = time.perf_counter() - start
     defaults = notebook_defaults(chapter.path)
     strip_volatile_metadata(nb)
-    nb.metadata[PROVENANCE_KEY] = {
-        "scale": scale,
-        "parameters": {**defaults, **params},
-        "injected_parameters": params,
-        "git": git,
-        "machine": machine_info(env),
-        "wall_time_s": round(wall, 1),
-        "date": date.isoformat(timespec="seconds"),
-        "command": command or "python -m l2o.book run --scale " + scale + " " + chapter.id,
-        "versions": {"papermill": _version("papermill"), "l2o": _version("l2o")},
-    }
+    from l2o import record  # imports torch: only when a chapter runs
+
+    # the package's one schema, with the kernel's machine, plus the chapter's own keys;
+    # "git" keeps the keys the execution statistics have always read
+    prov = record.provenance(
+        command or "python -m l2o.book run --scale " + scale + " " + chapter.id,
+        round(wall, 1),
+        {"git_commit": git["commit"] or "", "git_dirty": git["dirty"],
+         "untracked_files": git.get("untracked_files", 0)},
+        machine_info=machine_info(env), date=date.isoformat(timespec="seconds"),
+        scale=scale, parameters={**defaults, **params}, injected_parameters=params,
+        versions={"papermill": _version("papermill"), "l2o": _version("l2o")})
+    prov["git"] = git
+    nb.metadata[PROVENANCE_KEY] = prov
     target = chapter.path if scale == "paper" else work_path
     tmp = target.with_name(f".{target.name}.tmp")
     nbformat.write(nb, tmp)

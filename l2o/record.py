@@ -111,19 +111,27 @@ def utc_now() -> str:
 
 
 def provenance(command: str, wall_time_s: float, git: Mapping[str, Any] | None = None,
+               machine_info: Mapping[str, Any] | None = None, date: str | None = None,
                **extra) -> dict[str, Any]:
     """The provenance of a run, in the one schema of the package.
+
+    Every provenance record of the package is made here: the ``provenance.json`` of the
+    commands that write results, and the one the book's driver stores in an executed
+    chapter (:func:`l2o.book.execute_chapter`, with its own keys beside the schema's).
 
     Args:
         command: the command line that produced the files.
         wall_time_s: seconds this session ran.
         git: :func:`git_state`, taken when the run started (default: taken now).
+        machine_info: the computing environment when it is not this process's (a
+            notebook's kernel); default :func:`machine`.
+        date: when the run happened, ISO 8601 (default: now, the end of the run).
         **extra: the command's own keys (configuration, seeds, files, ...), after the
             schema's.
 
     Returns:
         ``{command, git_commit, git_dirty, untracked_files, date, wall_time_s, machine,
-        **extra}``, ``date`` being now (the end of the run).
+        **extra}``.
 
     Raises:
         TypeError: an ``extra`` key is one of the schema's.
@@ -136,7 +144,8 @@ def provenance(command: str, wall_time_s: float, git: Mapping[str, Any] | None =
     return {"command": command, "git_commit": git.get("git_commit", ""),
             "git_dirty": bool(git.get("git_dirty", False)),
             "untracked_files": int(git.get("untracked_files", 0)),
-            "date": utc_now(), "wall_time_s": wall_time_s, "machine": machine(), **extra}
+            "date": utc_now() if date is None else date, "wall_time_s": wall_time_s,
+            "machine": dict(machine() if machine_info is None else machine_info), **extra}
 
 
 def add_segment(path: str | os.PathLike | None, prov: Mapping[str, Any], **keys) -> dict:

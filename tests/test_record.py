@@ -164,7 +164,11 @@ def test_provenance_schema():
     assert prov["machine"]["threads"] == torch.get_num_threads()
     json.dumps(prov, allow_nan=False)
     with pytest.raises(TypeError, match="schema"):
-        record.provenance("c", 1.0, git, date="yesterday")
+        record.provenance("c", 1.0, git, machine={})
+    # a notebook kernel's machine and the start of a chapter's run are passed explicitly
+    other = record.provenance("c", 1.0, git, machine_info={"cpus": 64},
+                              date="2026-01-01T00:00:00+00:00")
+    assert other["machine"] == {"cpus": 64} and other["date"].startswith("2026-01-01")
 
 
 def test_add_segment_appends_and_keeps_earlier_segments(tmp_path):
