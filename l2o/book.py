@@ -455,9 +455,9 @@ def execute_chapter(chapter: Chapter, scale: str, output_dir: Path | None = None
     prov["git"] = git
     nb.metadata[PROVENANCE_KEY] = prov
     target = chapter.path if scale == "paper" else work_path
-    tmp = target.with_name(f".{target.name}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, target)  # atomic: a committed notebook is never half written
+    text = nbformat.writes(nb)
+    # atomic: a committed notebook is never half written
+    record.atomic_write_text(target, text if text.endswith("\n") else text + "\n")
     if scale == "paper":
         work_path.unlink(missing_ok=True)
     logger.info("%s done in %.1f s -> %s", chapter.name, wall, target)
