@@ -233,3 +233,40 @@ def test_the_results_paths_follow_the_setting(tmp_path):
     assert out == [str(tmp_path.resolve() / "results" / "grid"),
                    str(tmp_path.resolve() / "results" / "tuning" / "chosen.json"),
                    str(tmp_path.resolve() / "results" / "learned")]
+
+
+def test_console_command_from_an_installed_wheel_outside_the_checkout(tmp_path):
+    """The wheel installs the ``l2o`` command; run outside the checkout it answers
+    ``--help`` and takes its project folder from ``$L2O_ROOT``."""
+    import os
+    import subprocess
+    import sys
+
+    import shutil
+
+    wheels, site, proj = tmp_path / "wheels", tmp_path / "site", tmp_path / "project"
+    src = tmp_path / "src"      # a copy: building writes build/ and *.egg-info beside it
+    shutil.copytree(record.ROOT / "l2o", src / "l2o",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(record.ROOT / name, src / name)
+    proj.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = subprocess.run([*pip, "wheel", str(src), "--no-deps",
+                            "--no-build-isolation", "-w", str(wheels)],
+                           capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.skip(f"could not build a wheel here: {build.stderr[-500:]}")
+    (wheel,) = wheels.glob("l2o-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(site), "L2O_ROOT": str(proj)}
+    out = subprocess.run([str(site / "bin" / "l2o"), "--help"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for sub in ("tune", "figures", "gps", "l2l", "data", "book"):
+        assert sub in out.stdout, sub
+    where = subprocess.run([sys.executable, "-c", "import l2o, l2o.paths as p; "
+                            "print(l2o.__file__); print(p.ROOT)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    assert where[0].startswith(str(site)) and where[1] == str(proj)
