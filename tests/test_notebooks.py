@@ -79,16 +79,23 @@ def test_chapter_smoke_nbval(chapter, tmp_path):
     assert book.notebook_problems(executed, require_provenance=False) == []
     assert any(c.get("outputs") for c in nb.cells), "the smoke run stored no outputs"
 
-    (tmp_path / "pytest.ini").write_text(NBVAL_INI)
-    (tmp_path / "conftest.py").write_text(NBVAL_CONFTEST)
+    _assert_nbval_reproduces(executed, f"{chapter.name} at smoke scale")
+
+
+def _assert_nbval_reproduces(notebook: Path, what: str) -> None:
+    """nbval re-runs ``notebook`` in its folder (a temporary one) and compares every
+    output with the stored one, in a subprocess configured by NBVAL_INI/NBVAL_CONFTEST."""
+    folder = notebook.parent
+    (folder / "pytest.ini").write_text(NBVAL_INI)
+    (folder / "conftest.py").write_text(NBVAL_CONFTEST)
     env = book.kernel_env()
     env.pop("PYTEST_ADDOPTS", None)
-    cmd = [sys.executable, "-m", "pytest", "--nbval", str(executed),
+    cmd = [sys.executable, "-m", "pytest", "--nbval", str(notebook),
            "--nbval-sanitize-with", str(SANITIZE), "--nbval-current-env",
            "--nbval-cell-timeout", "900", "-p", "no:cacheprovider", "-q", "--color=no"]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
     assert result.returncode == 0, (
-        f"nbval found differences in {chapter.name} at smoke scale:\n"
+        f"nbval found differences in {what}:\n"
         f"{result.stdout[-8000:]}\n{result.stderr[-2000:]}")
     assert " passed" in result.stdout, result.stdout[-2000:]
 
@@ -172,15 +179,4 @@ def test_paper_scale_chapter_reproduces_its_committed_outputs(chapter_id, tmp_pa
     chapter = next(c for c in CHAPTERS if c.id == chapter_id)
     copy = tmp_path / chapter.path.name
     copy.write_bytes(chapter.path.read_bytes())
-    (tmp_path / "pytest.ini").write_text(NBVAL_INI)
-    (tmp_path / "conftest.py").write_text(NBVAL_CONFTEST)
-    env = book.kernel_env()
-    env.pop("PYTEST_ADDOPTS", None)
-    cmd = [sys.executable, "-m", "pytest", "--nbval", str(copy),
-           "--nbval-sanitize-with", str(SANITIZE), "--nbval-current-env",
-           "--nbval-cell-timeout", "900", "-p", "no:cacheprovider", "-q", "--color=no"]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, (
-        f"nbval found differences in {chapter.name} at paper scale:\n"
-        f"{result.stdout[-8000:]}\n{result.stderr[-2000:]}")
-    assert " passed" in result.stdout, result.stdout[-2000:]
+    _assert_nbval_reproduces(copy, f"{chapter.name} at paper scale")
