@@ -186,6 +186,14 @@ def minibatch_stream(problem, seed: int, horizon: int) -> torch.Tensor:
 
 
 # ===================================================================== results
+def streams_of(problem, seeds: Sequence[int],
+               horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x_0 (n, dim)`` and minibatch indices ``(T, n, B)`` of runs ``seeds``: what every
+    optimizer, hand-engineered or learned, starts from and sees."""
+    x0 = torch.stack([initial_iterate(problem, s) for s in seeds])
+    return x0, torch.stack([minibatch_stream(problem, s, horizon) for s in seeds], dim=1)
+
+
 class ResultFileError(ValueError):
     """A result file is missing a part, unreadable, or inconsistent."""
 
@@ -438,8 +446,7 @@ def _run_rows(problem, build, seeds: Sequence[int], horizon: int, eval_every: in
     """Run ``len(seeds)`` independent trajectories, rows of one tensor (module docstring),
     through the package's one loop (:func:`l2o.rollout.rollout`, divergence watched)."""
     T = int(horizon)
-    x0 = torch.stack([initial_iterate(problem, s) for s in seeds])
-    streams = torch.stack([minibatch_stream(problem, s, T) for s in seeds], dim=1)  # (T, N, B)
+    x0, streams = streams_of(problem, seeds, T)
     traj = rollout.rollout(problem, rollout.OptimizerActor(build), x0, streams, T,
                            eval_every=eval_every, watch=True,
                            divergence_factor=divergence_factor, callback=callback,

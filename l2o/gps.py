@@ -404,11 +404,7 @@ class ConvolutionalGPS:
         cfg, T = self.cfg, self.cfg.horizon
         t0 = time.perf_counter()
         stored = _coord_choice(self.problem, cfg.coords_per_group, self.np_rng)
-        if cfg.sample_streams == "per_trajectory":
-            samples = self._draw(0, stored, teacher=self.teacher)
-        else:
-            samples = rollout(self.problem, self.cost, T, cfg.num_samples, self.teacher.actor(),
-                              self.fcfg, self.torch_gen, stored)
+        samples = self._draw(0, stored, teacher=self.teacher)
         self.policy.fit_normalization_groups([gs.O.reshape(-1, 3) for gs in samples.groups])
         self.groups = []
         for gid, gs in enumerate(samples.groups):
@@ -477,23 +473,23 @@ class ConvolutionalGPS:
         """N rollouts of ψ (with its exploration noise) on the training objective."""
         cfg, P = self.cfg, self.problem
         stored = _coord_choice(P, cfg.coords_per_group, self.np_rng)
-        psis = [g.psi for g in self.groups]
-        if cfg.sample_streams == "per_trajectory":
-            samples = self._draw(1, stored, psis=psis)
-        else:
-            samples = rollout(P, self.cost, cfg.horizon, cfg.num_samples,
-                              psi_actor(P, psis, self.torch_gen), self.fcfg, self.torch_gen,
-                              stored)
+        samples = self._draw(1, stored, psis=[g.psi for g in self.groups])
         if samples.diverged:
             log.warning("%d of %d ψ samples produced non-finite values", samples.diverged,
                         cfg.num_samples)
         return samples
 
     def _draw(self, phase: int, stored: list[np.ndarray], **actor) -> Samples:
-        """The ``N`` rollouts of ``phase`` (:func:`trajectory_seeds`) in :attr:`chunks`
-        parts, on :attr:`executor` when there is one (``actor``: ``teacher=`` or ``psis=``
-        of :func:`sample_trajectories`)."""
+        """The ``N`` rollouts of the teacher (phase 0, ``teacher=``) or of ψ with its noise
+        (phase 1, ``psis=``).  Shared streams: in one call, from :attr:`torch_gen`.
+        Per-trajectory streams (:func:`trajectory_seeds`): in :attr:`chunks` parts
+        (:func:`sample_trajectories`), on :attr:`executor` when there is one."""
         cfg = self.cfg
+        if cfg.sample_streams == "shared":
+            act = (actor["teacher"].actor() if "teacher" in actor
+                   else psi_actor(self.problem, actor["psis"], self.torch_gen))
+            return rollout(self.problem, self.cost, cfg.horizon, cfg.num_samples, act,
+                           self.fcfg, self.torch_gen, stored)
         seeds = trajectory_seeds(cfg.seed, phase, self.iteration, cfg.num_samples)
         parts = [list(map(int, c)) for c in np.array_split(seeds, self.chunks)]
         args = (self.problem, self.cost, cfg.horizon, self.fcfg)

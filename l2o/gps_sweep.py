@@ -126,19 +126,17 @@ class SweepSetting:
 def pi_meta_losses(problem: MLPProblem, policy, horizon: int, feature_config,
                    seeds: Sequence[int]) -> list[float]:
     """π's meta-loss on each seed, from the baselines' initial iterates and streams."""
-    from l2o.learned import evaluate_psd
+    from l2o.learned import evaluate_psd, meta_losses
 
-    return [float(r.meta_loss) for r in
-            evaluate_psd(problem, policy, list(seeds), horizon, feature_config)]
+    return meta_losses(evaluate_psd(problem, policy, list(seeds), horizon,
+                                    feature_config)).tolist()
 
 
-def psi_mean_score(problem: MLPProblem, gps, feature_config, seeds: Sequence[int]) -> float:
+def psi_mean_score(problem: MLPProblem, gps, seeds: Sequence[int]) -> float:
     """ψ's mean policy (no noise) on the baselines' streams of ``seeds``: mean meta-loss."""
-    from l2o.learned import evaluate_psi, meta_losses
+    from l2o.gps_study import psi_mean_losses
 
-    runs = evaluate_psi(problem, [g.psi for g in gps.groups], feature_config, list(seeds),
-                        gps.cfg.horizon)
-    return float(np.mean(meta_losses(runs)))
+    return float(np.mean(psi_mean_losses(problem, gps, list(seeds), gps.cfg.horizon)))
 
 
 def optimizer_meta_losses(problem: MLPProblem, name: str, hparams: Mapping, horizon: int,
@@ -182,7 +180,7 @@ def run_variant(setting: SweepSetting, name: str, overrides: Mapping[str, Any],
         out["pi0_val"] = gps.evaluate_pi(cfg.eval_samples)[0]
         out["pi0_fixed_val"] = float(np.mean(pi_meta_losses(P, gps.policy, cfg.horizon, fcfg,
                                                             val)))
-        out["psi0_fixed_val"] = psi_mean_score(P, gps, fcfg, val)
+        out["psi0_fixed_val"] = psi_mean_score(P, gps, val)
         best = (out["pi0_fixed_val"], snapshot(), -1)
         while gps.iteration < cfg.num_iterations and time.time() - t0 < setting.budget:
             d = gps.iterate()
@@ -190,7 +188,7 @@ def run_variant(setting: SweepSetting, name: str, overrides: Mapping[str, Any],
             out["iters"].append({"psi": d["psi_cost"], "psi_mean": d.get("psi_mean_cost"),
                                  "pi": d["pi_cost"], "wall": d["wall"],
                                  "pi_fixed_val": pi_val,
-                                 "psi_mean_fixed_val": psi_mean_score(P, gps, fcfg, val),
+                                 "psi_mean_fixed_val": psi_mean_score(P, gps, val),
                                  "groups": {g: dict(gd) for g, gd in d["groups"].items()}})
             if out_dir:
                 record.atomic_write_json(Path(out_dir) / f"{name}.partial.json", out,
@@ -359,8 +357,7 @@ def ceiling(problem: MLPProblem, seeds: Sequence[int] = TUNE_SEEDS,
                                                                   seeds)))}
                 for hp in grid]
         baselines[name] = sorted(rows, key=lambda r: r["meta_loss"])
-    x0 = torch.stack([experiments.initial_iterate(problem, s) for s in seeds])
-    idx = torch.stack([experiments.minibatch_stream(problem, s, horizon) for s in seeds], 1)
+    x0, idx = experiments.streams_of(problem, seeds, horizon)
     beta = baselines["momentum"][0]["hparams"]["momentum"]
     rows = [{"lrs": list(lrs), "momentum": beta,
              "meta_loss": per_group_momentum(problem, x0, idx, lrs, beta)}

@@ -66,12 +66,6 @@ def pretrained_file(name: str, path: str | os.PathLike | None = None) -> Path:
     raise PolicyFileError(msg)
 
 
-def _streams(problem: MLPProblem, seeds: Sequence[int], horizon: int):
-    x0 = torch.stack([experiments.initial_iterate(problem, s) for s in seeds])
-    idx = torch.stack([experiments.minibatch_stream(problem, s, horizon) for s in seeds], 1)
-    return x0, idx  # (n, dim), (T, n, B)
-
-
 def _results(name, curves, mb, seeds, problem, horizon, wall, hparams) -> list:
     out = []
     for i, s in enumerate(seeds):
@@ -93,7 +87,7 @@ def _actor_runs(problem: MLPProblem, act, feature_config: FeatureConfig,
     """``act`` (a GPS actor, no noise) rolled out from the baselines' ``x0`` and streams of
     ``seeds`` in one batch: list of RunResult (``need_states``: ``act`` reads Φ, as ψ does;
     π reads only Ψ)."""
-    x0, idx = _streams(problem, seeds, horizon)
+    x0, idx = experiments.streams_of(problem, seeds, horizon)
     t0 = time.perf_counter()
     s = rollout(problem, CostProblem(problem, 0, 0), horizon, len(seeds), act, feature_config,
                 torch.Generator(), None, need_states=need_states, x0=x0, streams=idx)
@@ -128,7 +122,7 @@ def evaluate_l2l(problem: MLPProblem, net, seeds: Sequence[int], horizon: int,
     """The L2L optimizer on ``seeds``: list of RunResult (same streams as the baselines)."""
     from l2o import l2l
 
-    x0, idx = _streams(problem, seeds, horizon)
+    x0, idx = experiments.streams_of(problem, seeds, horizon)
     t0 = time.perf_counter()
     with torch.no_grad():
         out = l2l.rollout(net, problem, x0.to(problem.dtype), idx, true_loss=True)

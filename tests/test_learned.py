@@ -6,7 +6,8 @@ import torch
 from l2o import experiments
 from l2o.features import FeatureConfig
 from l2o.gps import rollout, CostProblem, teacher_actor
-from l2o.learned import _streams, evaluate_psd
+from l2o.experiments import streams_of
+from l2o.learned import evaluate_psd
 from l2o.policy import LSTMPolicy, PolicyConfig
 from l2o.problems import MLPProblem
 
@@ -20,7 +21,7 @@ def toy():
 
 def test_replayed_streams_match_the_runner():
     P, seeds, T = toy(), [0, 3], 6
-    x0, idx = _streams(P, seeds, T)
+    x0, idx = streams_of(P, seeds, T)
     # plain SGD through gps.rollout on the replayed streams == experiments.train with SGD
     sgd = teacher_actor(lr=0.1, momentum=0.0)
     s = rollout(P, CostProblem(P, 0, 0), T, 2, sgd, FeatureConfig(), torch.Generator(), None,
